@@ -1,0 +1,1 @@
+//! Network architectures and weight loading.
