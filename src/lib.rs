@@ -17,7 +17,10 @@
 //! - [`metrics`]: PSNR, SSIM, MS-SSIM, LPIPS, FID/IS and offline stand-ins.
 //! - [`data`], [`zoo`]: image IO and datasets; named models and their files.
 
+pub mod codebook;
 pub mod family;
 pub mod marginal;
 pub mod metrics;
 pub mod nn;
+pub mod schedule;
+pub mod tokenizer;
