@@ -155,7 +155,8 @@ impl AnalyticNetwork {
                     .collect()
             }
             AnalyticParam::Velocity => {
-                let tau = 1.0 - label / 999.0;
+                // At τ = 0 the velocity is the limit (x0h − x)/τ of a clean state: keep τ > 0.
+                let tau = (1.0 - label / 999.0).max(1e-6);
                 let x0 = self.gmm.posterior_mean(x, 1.0 - tau, tau);
                 x.iter()
                     .zip(x0)

@@ -1,0 +1,250 @@
+//! The engine end to end with exact analytic denoisers (no network weights): encode/decode
+//! agreement for every family and both algorithms, and the paper's qualitative claims in
+//! miniature.
+
+use candle_core::{Device, Tensor};
+use gddcm::family::analytic::{AnalyticNetwork, AnalyticParam, Gmm};
+use gddcm::family::{Denoiser, Family, Precond, PrecondDenoiser, RegressionDenoiser};
+use gddcm::marginal::{DdpmSchedule, Marginal, Mixing};
+use gddcm::schedule::{continuous_intervals, discrete_intervals};
+use gddcm::tokenizer::{default_grid_rho, Algorithm, Config, Init, Reference, Sampler, Tokenizer};
+
+const SHAPE: (usize, usize, usize) = (1, 16, 16);
+
+fn gmm() -> Gmm {
+    Gmm::random(4, 256, 0.1, 0.3, 42)
+}
+
+fn denoiser(family: Family, gmm: &Gmm) -> Box<dyn Denoiser> {
+    let net = |param| {
+        Box::new(AnalyticNetwork {
+            gmm: gmm.clone(),
+            param,
+        })
+    };
+    match family {
+        Family::Ddpm => {
+            let m = Marginal::Ddpm(DdpmSchedule::cifar10());
+            Box::new(RegressionDenoiser::ddpm(
+                net(AnalyticParam::Epsilon(m.clone())),
+                m,
+                true,
+            ))
+        }
+        Family::Edm => Box::new(PrecondDenoiser {
+            net: net(AnalyticParam::Preconditioned(Precond::EDM)),
+            precond: Precond::EDM,
+            marginal: Marginal::Edm,
+        }),
+        Family::Cm => Box::new(PrecondDenoiser {
+            net: net(AnalyticParam::Preconditioned(Precond::CM_CIFAR10)),
+            precond: Precond::CM_CIFAR10,
+            marginal: Marginal::Edm,
+        }),
+        Family::Rf => Box::new(RegressionDenoiser::rectified_flow(net(
+            AnalyticParam::Velocity,
+        ))),
+    }
+}
+
+fn targets(gmm: &Gmm, n: usize) -> Tensor {
+    let data: Vec<f32> = gmm.sample(n, 7).concat();
+    Tensor::from_vec(data, (n, SHAPE.0, SHAPE.1, SHAPE.2), &Device::Cpu).unwrap()
+}
+
+/// A p = 0 configuration with `n` tokens at `t_s` (in the family's time units).
+fn resample(family: Family, n: u32, k: u32, t_s: f64, init: Init) -> Config {
+    let schedule = if family == Family::Ddpm {
+        discrete_intervals(n, 3, 2, 5.0, 2.0)
+    } else {
+        continuous_intervals(n, 3, 0.02 * t_s, 0.1 * t_s, 5.0, 2.0)
+    };
+    Config {
+        k,
+        seed: 11,
+        algorithm: Algorithm::Resample {
+            t_start: t_s,
+            schedule,
+        },
+        mixing: Mixing::BigSigma,
+        init,
+        sampler: Sampler::default_for(family),
+    }
+}
+
+fn stochastic(family: Family, p: f64, n: u32, k: u32) -> Config {
+    let (t_start, t_end) = match family {
+        Family::Ddpm => (999.0, 0.0),
+        Family::Edm | Family::Cm => (80.0, 0.002),
+        Family::Rf => (0.999, 0.0),
+    };
+    Config {
+        k,
+        seed: 11,
+        algorithm: Algorithm::Stochastic {
+            p,
+            n,
+            t_start,
+            t_end,
+            rho: default_grid_rho(family),
+        },
+        mixing: Mixing::BigSigma,
+        init: Init::Noise,
+        sampler: Sampler::default_for(family),
+    }
+}
+
+fn small_t(family: Family) -> f64 {
+    match family {
+        Family::Ddpm => 60.0,
+        Family::Edm | Family::Cm => 0.2,
+        Family::Rf => 0.17,
+    }
+}
+
+fn mse(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64
+}
+
+#[test]
+fn decode_reproduces_the_encoder_bit_for_bit() {
+    let g = gmm();
+    let x = targets(&g, 3);
+    for family in [Family::Ddpm, Family::Edm, Family::Cm, Family::Rf] {
+        let den = denoiser(family, &g);
+        let inits = [
+            Init::Noise,
+            Init::Reference(Reference::Zeros),
+            Init::ClosestNoise {
+                reference: Reference::Zeros,
+                candidates: 64,
+            },
+        ];
+        let mut configs = vec![
+            stochastic(family, 0.5, 300, 16),
+            stochastic(family, 0.2, 300, 5),
+        ];
+        configs.extend(
+            inits
+                .iter()
+                .map(|&init| resample(family, 40, 16, small_t(family), init)),
+        );
+        for cfg in &configs {
+            let tok = Tokenizer::new(den.as_ref(), cfg, SHAPE);
+            let enc = tok.encode(&x).unwrap();
+            assert_eq!(
+                enc.tokens.indices.iter().map(Vec::len).collect::<Vec<_>>(),
+                vec![cfg.algorithm.tokens() as usize; 3]
+            );
+            assert!(enc.tokens.indices.iter().flatten().all(|&j| j < cfg.k));
+            let dec = tok.decode(&enc.tokens, &Device::Cpu).unwrap();
+            let (a, b) = (
+                enc.reconstruction
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
+                dec.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            assert!(
+                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{family} {cfg:?}: decode differs from the encoder"
+            );
+            let err = mse(&enc.reconstruction, &x);
+            assert!(
+                err.is_finite() && err < 0.2,
+                "{family} p={}: mse {err}",
+                cfg.algorithm.p()
+            );
+        }
+    }
+}
+
+#[test]
+fn reconstruction_improves_with_more_tokens_and_larger_codebooks() {
+    let g = gmm();
+    let x = targets(&g, 8);
+    let den = denoiser(Family::Edm, &g);
+    let err = |n: u32, k: u32| {
+        let cfg = resample(Family::Edm, n, k, 0.4, Init::Noise);
+        mse(
+            &Tokenizer::new(den.as_ref(), &cfg, SHAPE)
+                .encode(&x)
+                .unwrap()
+                .reconstruction,
+            &x,
+        )
+    };
+    let by_n: Vec<f64> = [5, 20, 80].iter().map(|&n| err(n, 16)).collect();
+    let by_k: Vec<f64> = [2, 16, 256].iter().map(|&k| err(20, k)).collect();
+    eprintln!("mse by N (K=16): {by_n:?}; by K (N=20): {by_k:?}");
+    assert!(by_n.windows(2).all(|w| w[1] < w[0]), "N: {by_n:?}");
+    assert!(by_k.windows(2).all(|w| w[1] < w[0]), "K: {by_k:?}");
+}
+
+#[test]
+fn p_zero_at_small_t_beats_p_half() {
+    // The paper's claim (Table 1), in miniature: same N and K, p = 0 at a small T_s vs p = ½.
+    let g = gmm();
+    let x = targets(&g, 8);
+    for family in [Family::Ddpm, Family::Edm, Family::Rf] {
+        let den = denoiser(family, &g);
+        let run = |cfg: &Config| {
+            mse(
+                &Tokenizer::new(den.as_ref(), cfg, SHAPE)
+                    .encode(&x)
+                    .unwrap()
+                    .reconstruction,
+                &x,
+            )
+        };
+        let p0 = run(&resample(family, 100, 16, small_t(family), Init::Noise));
+        let half = run(&stochastic(family, 0.5, 100, 16));
+        eprintln!("{family}: p=0 mse {p0:.5}, p=0.5 mse {half:.5}");
+        assert!(p0 < half, "{family}: p=0 {p0} vs p=0.5 {half}");
+    }
+}
+
+#[test]
+fn ddcm_preset_counts() {
+    let g = gmm();
+    let den = denoiser(Family::Ddpm, &g);
+    let cfg = Config::ddcm(16, 1);
+    let tok = Tokenizer::new(den.as_ref(), &cfg, SHAPE);
+    assert_eq!(tok.nfe(), 301);
+    assert_eq!(cfg.algorithm.tokens(), 300);
+    let edm = denoiser(Family::Edm, &g);
+    let heun = resample(Family::Edm, 10, 4, 1.0, Init::Noise);
+    // 10 tokens + EDM Heun on 18 points then 0: 17 Heun steps (34 NFE) + 1 Euler step.
+    assert_eq!(Tokenizer::new(edm.as_ref(), &heun, SHAPE).nfe(), 10 + 35);
+}
+
+#[test]
+fn decode_rejects_wrong_token_counts_and_out_of_range_tokens() {
+    let g = gmm();
+    let den = denoiser(Family::Rf, &g);
+    let cfg = resample(Family::Rf, 10, 4, 0.3, Init::Noise);
+    let tok = Tokenizer::new(den.as_ref(), &cfg, SHAPE);
+    let mut t = gddcm::tokenizer::Tokens {
+        indices: vec![vec![0; 9]],
+        init_index: vec![None],
+    };
+    assert!(tok
+        .decode(&t, &Device::Cpu)
+        .unwrap_err()
+        .to_string()
+        .contains("9 tokens"));
+    t.indices[0] = vec![4; 10];
+    assert!(tok
+        .decode(&t, &Device::Cpu)
+        .unwrap_err()
+        .to_string()
+        .contains("not below K = 4"));
+}
