@@ -1,1 +1,16 @@
 //! Network architectures and weight loading.
+//!
+//! - [`unet2d`]: diffusers `UNet2DModel` (google/ddpm-* checkpoints) from its `config.json`.
+//! - [`weights`]: weight files (safetensors, PyTorch pickles), strict key/shape checking and
+//!   key maps for checkpoints whose names or layouts differ from the architecture's.
+//! - [`layers`], [`ops`]: shared layers and fused CPU kernels.
+//!
+//! See `fixtures/NETWORKS.md` for the forward passes these follow.
+
+pub mod layers;
+pub mod ops;
+pub mod unet2d;
+pub mod weights;
+
+pub use unet2d::{UNet2DConfig, UNet2DModel};
+pub use weights::{KeyMap, LoadError, LoadResult, Rule, TensorStore, VarPath, WeightSource};
