@@ -23,5 +23,7 @@ pub mod family;
 pub mod marginal;
 pub mod metrics;
 pub mod nn;
+pub mod profile;
+pub mod zoo;
 pub mod schedule;
 pub mod tokenizer;

@@ -1,0 +1,155 @@
+//! Tokenizer settings as a user writes them (CLI flags, profile files), turned into a
+//! [`Config`] for a given family.
+//!
+//! A profile is a JSON file holding a [`Settings`]; `gddcm search` writes them and `encode`,
+//! `eval` and `table1` read them. Every field has the SPEC's default.
+
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::family::Family;
+use crate::marginal::{Marginal, Mixing};
+use crate::schedule::{continuous_intervals, discrete_intervals};
+use crate::tokenizer::{default_grid_rho, Algorithm, Config, Init, Reference, Sampler};
+
+/// Which initial point (SPEC 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum InitKind {
+    /// I1: scaled random noise.
+    I1,
+    /// I2: reference image plus noise.
+    I2,
+    /// I3: the closest of K0 noises (costs log2 K0 bits).
+    I3,
+}
+
+/// Everything that selects a tokenization; `None` means "the family's default".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Codebook size K.
+    pub k: u32,
+    /// Number of tokens N.
+    pub n: u32,
+    /// 0 selects Algorithm 2; 0 < p < 1 Algorithm 1.
+    pub p: f64,
+    /// Codebook seed.
+    pub seed: u64,
+    /// T_s (p = 0) or T_r (p > 0), in the family's time units.
+    pub t_start: Option<f64>,
+    /// T_t of Algorithm 1.
+    pub t_end: Option<f64>,
+    /// ρ of Algorithm 1's grid.
+    pub grid_rho: Option<f64>,
+    /// Algorithm 2: number of intervals P.
+    pub intervals: u32,
+    /// Algorithm 2: smallest jump, as a fraction of T_s (continuous) or in steps (DDPM).
+    pub dt_min: f64,
+    /// Algorithm 2: largest jump as a fraction of T_s (continuous; DDPM uses Δ_min + P).
+    pub dt_max: f64,
+    /// Algorithm 2: σ_max of the repeat weights (eqs. 10, 13).
+    pub sigma_max: f64,
+    /// Algorithm 2: ρ of the repeat weights.
+    pub rho: f64,
+    /// Initial point.
+    pub init: InitKind,
+    /// I3 candidates K0.
+    pub k0: u32,
+    /// Σ-mix (eq. 21) or σ-mix.
+    pub mixing: Mixing,
+    /// Steps of the final sampler (None: the family's default).
+    pub sampler_steps: Option<u32>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            k: 256,
+            n: 300,
+            p: 0.0,
+            seed: 0x6464_636d, // "ddcm"
+            t_start: None,
+            t_end: None,
+            grid_rho: None,
+            intervals: 4,
+            dt_min: 0.02,
+            dt_max: 0.3,
+            sigma_max: 10.0,
+            rho: 7.0,
+            init: InitKind::I1,
+            k0: 256,
+            mixing: Mixing::BigSigma,
+            sampler_steps: None,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads a profile file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read profile {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("profile {} is not a valid settings file", path.display()))
+    }
+
+    /// The family's default starting time: T_s for p = 0 (small, SPEC 8), T_r = max time for
+    /// p > 0.
+    fn default_t_start(&self, family: Family, marginal: &Marginal) -> f64 {
+        if self.p > 0.0 {
+            return marginal.max_time();
+        }
+        match family {
+            Family::Ddpm => 100.0,
+            Family::Edm | Family::Cm => 0.4,
+            Family::Rf => 0.3,
+        }
+    }
+
+    /// The [`Config`] these settings select for a family.
+    pub fn to_config(&self, family: Family, marginal: &Marginal) -> Result<Config> {
+        ensure!(self.k >= 2, "K must be at least 2, found {}", self.k);
+        ensure!(self.n >= 1, "N must be at least 1");
+        ensure!((0.0..1.0).contains(&self.p), "p must be in [0, 1), found {} (p = 1 is a pure ODE step and carries no information)", self.p);
+        let t_start = self.t_start.unwrap_or_else(|| self.default_t_start(family, marginal));
+        ensure!(
+            t_start > marginal.clean_time() && t_start <= marginal.max_time(),
+            "the starting time {t_start} is outside the {family} model's range (0, {}]",
+            marginal.max_time()
+        );
+        let algorithm = if self.p > 0.0 {
+            let t_end = self.t_end.unwrap_or(match family {
+                Family::Edm | Family::Cm => 0.002,
+                _ => 0.0,
+            });
+            Algorithm::Stochastic { p: self.p, n: self.n, t_start, t_end, rho: self.grid_rho.unwrap_or(default_grid_rho(family)) }
+        } else {
+            ensure!(self.intervals >= 1, "at least one interval (P ≥ 1)");
+            let schedule = if marginal.is_discrete() {
+                ensure!(self.dt_min >= 1.0 && self.dt_min.fract() == 0.0, "DDPM needs an integer Δ_min ≥ 1, found {}", self.dt_min);
+                discrete_intervals(self.n, self.intervals as usize, self.dt_min as u32, self.sigma_max, self.rho)
+            } else {
+                ensure!(0.0 < self.dt_min && self.dt_min <= self.dt_max, "need 0 < dt_min ≤ dt_max (fractions of T_s), found {} and {}", self.dt_min, self.dt_max);
+                continuous_intervals(self.n, self.intervals as usize, self.dt_min * t_start, self.dt_max * t_start, self.sigma_max, self.rho)
+            };
+            Algorithm::Resample { t_start, schedule }
+        };
+        let init = match self.init {
+            InitKind::I1 => Init::Noise,
+            InitKind::I2 => Init::Reference(Reference::Zeros),
+            InitKind::I3 => {
+                ensure!(self.k0 >= 2, "I3 needs K0 ≥ 2");
+                Init::ClosestNoise { reference: Reference::Zeros, candidates: self.k0 }
+            }
+        };
+        let mut sampler = Sampler::default_for(family);
+        if let Some(steps) = self.sampler_steps {
+            if family == Family::Cm && steps > 0 {
+                bail!("a consistency model samples in one step (sampler_steps 0)");
+            }
+            sampler.steps = steps;
+        }
+        Ok(Config { k: self.k, seed: self.seed, algorithm, mixing: self.mixing, init, sampler })
+    }
+}
