@@ -1,0 +1,1 @@
+//! LPIPS v0.1 (work in progress).

@@ -1,0 +1,1 @@
+//! Offline stand-ins (work in progress).
