@@ -184,3 +184,57 @@ fn frechet_distance_matches_pytorch_fid() {
     .unwrap();
     assert!((ab32 - ab).abs() < 1e-4 * ab, "{ab32} vs {ab}");
 }
+
+fn assert_close_f32(name: &str, got: &Tensor, want: &Tensor, tol: f64) {
+    assert_eq!(got.dims(), want.dims(), "{name}: shape");
+    assert_close(name, &f64s(got), &f64s(want), tol);
+}
+
+#[test]
+fn classifier_standin_matches_pytorch() {
+    use gddcm::metrics::standin::{accuracy_from_logits, ClassifierStandIn};
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/classifier_small.safetensors");
+    assert!(
+        path.is_file(),
+        "missing {}: run tools/make_classifier_fixture.py",
+        path.display()
+    );
+    let net = ClassifierStandIn::load(&path).unwrap();
+    let m = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let x = get(&m, "in.x");
+    let feats = net.features(x).unwrap();
+    assert_close_f32("features", &feats, get(&m, "out.features"), 1e-5);
+    let logits = net.logits(x).unwrap();
+    let want_logits = get(&m, "out.logits");
+    assert_close_f32("logits", &logits, want_logits, 1e-5);
+    // Accuracy against the reference argmax is 1; against shifted labels it is 0.
+    let labels: Vec<u32> = want_logits.argmax(1).unwrap().to_vec1().unwrap();
+    assert_eq!(accuracy_from_logits(&logits, &labels).unwrap(), 1.0);
+    let wrong: Vec<u32> = labels.iter().map(|l| (l + 1) % 10).collect();
+    assert_eq!(accuracy_from_logits(&logits, &wrong).unwrap(), 0.0);
+    // Single images give the same result as the batch.
+    let one = net.features(&x.narrow(0, 2, 1).unwrap()).unwrap();
+    assert_close_f32("batch of 1", &one, &feats.narrow(0, 2, 1).unwrap(), 1e-6);
+    // Stand-in distance of a set with itself is 0; accuracy on u8 images.
+    let px: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+    let ims: Vec<ImageU8> = px
+        .chunks(32 * 32)
+        .map(|c| {
+            let d = c
+                .iter()
+                .map(|v| ((v + 1.0) * 127.5).round() as u8)
+                .collect();
+            ImageU8::gray(32, 32, d).unwrap()
+        })
+        .collect();
+    let d = gddcm::metrics::standin::classifier_frechet_distance(&net, &ims, &ims, 3).unwrap();
+    assert!(d.abs() < 1e-6, "classifier FD(a, a) = {d}");
+    let acc = gddcm::metrics::standin::classifier_accuracy(&net, &ims, &labels, 3).unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert!(gddcm::metrics::standin::classifier_accuracy(&net, &ims, &labels[..2], 3).is_err());
+    // Bad input shape is an error, not a panic.
+    assert!(net
+        .features(&Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap())
+        .is_err());
+}

@@ -98,3 +98,109 @@ impl WeightFile {
         }
     }
 }
+
+/// A 2-D convolution (PyTorch `Conv2d` semantics) with optional bias and possibly different
+/// paddings along height and width.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    /// Kernel `[out, in, kh, kw]`.
+    pub weight: Tensor,
+    /// Bias `[out]`.
+    pub bias: Option<Tensor>,
+    /// Stride (same along both axes).
+    pub stride: usize,
+    /// Zero padding `(along H, along W)`.
+    pub pad: (usize, usize),
+}
+
+impl Conv2d {
+    /// Loads `<prefix>.weight` (and `<prefix>.bias` if `bias`) checking the kernel shape.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        wf: &WeightFile,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+        k: (usize, usize),
+        stride: usize,
+        pad: (usize, usize),
+        bias: bool,
+    ) -> Result<Self> {
+        let weight = wf.get(&format!("{prefix}.weight"), &[c_out, c_in, k.0, k.1])?;
+        let bias = if bias {
+            Some(wf.get(&format!("{prefix}.bias"), &[c_out])?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            pad,
+        })
+    }
+
+    /// Applies the convolution to `[B, C, H, W]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = if self.pad.0 == self.pad.1 {
+            x.conv2d(&self.weight, self.pad.0, self.stride, 1, 1)?
+        } else {
+            let xp = x
+                .pad_with_zeros(2, self.pad.0, self.pad.0)?
+                .pad_with_zeros(3, self.pad.1, self.pad.1)?;
+            xp.conv2d(&self.weight, 0, self.stride, 1, 1)?
+        };
+        match &self.bias {
+            Some(b) => {
+                let c = b.dim(0)?;
+                Ok(y.broadcast_add(&b.reshape((1, c, 1, 1))?)?)
+            }
+            None => Ok(y),
+        }
+    }
+}
+
+/// A fully connected layer `y = x Wᵀ + b` (PyTorch `Linear`).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// `Wᵀ`, `[in, out]`, stored contiguous.
+    pub weight_t: Tensor,
+    /// Bias `[out]`.
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Loads `<prefix>.weight` `[out, in]` (and `<prefix>.bias` if `bias`).
+    pub fn load(
+        wf: &WeightFile,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let w = wf.get(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        let bias = if bias {
+            Some(wf.get(&format!("{prefix}.bias"), &[d_out])?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight_t: w.t()?.contiguous()?,
+            bias,
+        })
+    }
+
+    /// Applies the layer to `[B, in]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.contiguous()?.matmul(&self.weight_t)?;
+        match &self.bias {
+            Some(b) => Ok(y.broadcast_add(&b.unsqueeze(0)?)?),
+            None => Ok(y),
+        }
+    }
+
+    /// Applies the layer without its bias.
+    pub fn forward_no_bias(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.contiguous()?.matmul(&self.weight_t)?)
+    }
+}
