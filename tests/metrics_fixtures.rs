@@ -238,3 +238,72 @@ fn classifier_standin_matches_pytorch() {
         .features(&Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap())
         .is_err());
 }
+
+fn check_lpips(net: gddcm::metrics::lpips::LpipsNet, file: &str) {
+    use gddcm::metrics::lpips::Lpips;
+    let path = fixture_path(file);
+    let model = Lpips::load_combined(net, &path).unwrap();
+    let m = load(file);
+    for sz in ["32", "64"] {
+        let x0 = get(&m, &format!("in.x0_{sz}"));
+        let x1 = get(&m, &format!("in.x1_{sz}"));
+        let layers = model.layer_distances(x0, x1).unwrap();
+        for (k, l) in layers.iter().enumerate() {
+            let got: Vec<f64> = l.iter().map(|&v| v as f64).collect();
+            assert_close(
+                &format!("{file} res{k}_{sz}"),
+                &got,
+                &f64s(get(&m, &format!("dbg.res{k}_{sz}"))),
+                1e-6,
+            );
+        }
+        let got: Vec<f64> = model
+            .forward(x0, x1)
+            .unwrap()
+            .into_iter()
+            .map(|v| v as f64)
+            .collect();
+        assert_close(
+            &format!("{file} dist_{sz}"),
+            &got,
+            &f64s(get(&m, &format!("out.dist_{sz}"))),
+            1e-6,
+        );
+        assert_close(
+            &format!("{file} dist_{sz} vs f64"),
+            &got,
+            &f64s(get(&m, &format!("out.dist_{sz}_f64"))),
+            1e-6,
+        );
+        // Identical pairs give exactly 0.
+        let same = model.forward(x0, x0).unwrap();
+        assert!(
+            same.iter().all(|&v| v == 0.0),
+            "{file}: LPIPS(x, x) = {same:?}"
+        );
+    }
+    // The identical pair of the 32x32 set is exactly 0.
+    let d = model
+        .forward(get(&m, "in.x0_32"), get(&m, "in.x1_32"))
+        .unwrap();
+    assert_eq!(d[3], 0.0);
+    // Wrong shapes are errors.
+    let small = Tensor::zeros((1, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
+    assert!(model.forward(&small, &small).is_err());
+}
+
+#[test]
+fn lpips_alex_matches_reference() {
+    check_lpips(
+        gddcm::metrics::lpips::LpipsNet::Alex,
+        "lpips_alex.safetensors",
+    );
+}
+
+#[test]
+fn lpips_vgg_matches_reference() {
+    check_lpips(
+        gddcm::metrics::lpips::LpipsNet::Vgg,
+        "lpips_vgg.safetensors",
+    );
+}
