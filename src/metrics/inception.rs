@@ -1,0 +1,1 @@
+//! FID Inception-v3 (work in progress).

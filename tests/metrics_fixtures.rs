@@ -1,0 +1,309 @@
+//! Checks the metrics against the reference fixtures in `../shared/fixtures` (see its
+//! README). A missing fixture is a test failure, never a skip.
+
+use candle_core::{DType, Device, Tensor};
+use gddcm::metrics::{fid, ssim, ImageU8};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+fn fixture_path(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures")
+        .join(name);
+    assert!(
+        p.is_file(),
+        "required fixture {} is missing: these tests need the shared fixtures folder \
+         next to the repository (../shared/fixtures)",
+        p.display()
+    );
+    p
+}
+
+fn load(name: &str) -> HashMap<String, Tensor> {
+    let p = fixture_path(name);
+    candle_core::safetensors::load(&p, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", p.display()))
+}
+
+fn get<'a>(m: &'a HashMap<String, Tensor>, k: &str) -> &'a Tensor {
+    m.get(k)
+        .unwrap_or_else(|| panic!("fixture tensor {k} is missing"))
+}
+
+fn f64s(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// Images of a `[N,H,W,C]` or `[N,H,W]` uint8 tensor.
+fn images(t: &Tensor) -> Vec<ImageU8> {
+    let dims = t.dims().to_vec();
+    let (n, h, w) = (dims[0], dims[1], dims[2]);
+    let c = if dims.len() == 4 { dims[3] } else { 1 };
+    let all: Vec<u8> = t.flatten_all().unwrap().to_vec1().unwrap();
+    (0..n)
+        .map(|i| ImageU8::from_hwc(h, w, c, &all[i * h * w * c..(i + 1) * h * w * c]).unwrap())
+        .collect()
+}
+
+fn assert_close(name: &str, got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst <= tol && got.iter().all(|v| v.is_finite()),
+        "{name}: max abs diff {worst:e} > {tol:e}\n got {got:?}\nwant {want:?}"
+    );
+}
+
+#[test]
+fn ssim_psnr_msssim_match_reference() {
+    let m = load("ssim_reference.safetensors");
+    // The f32 window of pytorch_msssim.
+    let win = ssim::SsimWindow::GaussianF32 {
+        sigma: 1.5,
+        size: 11,
+    }
+    .taps();
+    assert_close(
+        "pytorch_msssim window",
+        &win,
+        &f64s(get(&m, "dbg.gauss_win_pytorch_msssim_f32")),
+        0.0,
+    );
+    let win64 = ssim::SsimWindow::Gaussian {
+        sigma: 1.5,
+        radius: 5,
+    }
+    .taps();
+    assert_close(
+        "scipy window",
+        &win64,
+        &f64s(get(&m, "dbg.gauss_win_scipy_f64")),
+        1e-16,
+    );
+    for set in ["rgb32", "gray28", "rgb256"] {
+        let xs = images(get(&m, &format!("in.{set}.x")));
+        let ys = images(get(&m, &format!("in.{set}.y")));
+        let run = |f: &dyn Fn(&ImageU8, &ImageU8) -> gddcm::metrics::Result<f64>| -> Vec<f64> {
+            xs.iter().zip(&ys).map(|(x, y)| f(x, y).unwrap()).collect()
+        };
+        let out = |k: &str| f64s(get(&m, &format!("out.{set}.{k}")));
+        assert_close(
+            &format!("{set} skimage gaussian"),
+            &run(&ssim::ssim),
+            &out("skimage_ssim_gaussian"),
+            1e-9,
+        );
+        assert_close(
+            &format!("{set} skimage default"),
+            &run(&ssim::ssim_skimage_default),
+            &out("skimage_ssim_default"),
+            1e-9,
+        );
+        assert_close(
+            &format!("{set} psnr"),
+            &run(&ssim::psnr),
+            &out("skimage_psnr"),
+            1e-9,
+        );
+        assert_close(
+            &format!("{set} pytorch_msssim ssim"),
+            &run(&ssim::ssim_pytorch_msssim),
+            &out("pytorch_msssim_ssim"),
+            1e-9,
+        );
+        assert_close(
+            &format!("{set} pytorch_msssim ssim f32"),
+            &run(&ssim::ssim_pytorch_msssim),
+            &out("pytorch_msssim_ssim_f32"),
+            1e-5,
+        );
+        if set == "rgb256" {
+            assert_close(
+                "ms_ssim",
+                &run(&ssim::ms_ssim),
+                &out("pytorch_msssim_ms_ssim"),
+                1e-9,
+            );
+            assert_close(
+                "ms_ssim f32",
+                &run(&ssim::ms_ssim),
+                &out("pytorch_msssim_ms_ssim_f32"),
+                1e-5,
+            );
+            // Per-level values [5, N, C].
+            let want = f64s(get(&m, "dbg.rgb256.ms_ssim_levels"));
+            let mut got = vec![0.0; want.len()];
+            for (i, (x, y)) in xs.iter().zip(&ys).enumerate() {
+                let (_, lv) = ssim::ms_ssim_levels(x, y).unwrap();
+                for (l, row) in lv.iter().enumerate() {
+                    for (c, v) in row.iter().enumerate() {
+                        got[(l * xs.len() + i) * 3 + c] = *v;
+                    }
+                }
+            }
+            assert_close("ms_ssim levels", &got, &want, 1e-9);
+        }
+    }
+}
+
+#[test]
+fn frechet_distance_matches_pytorch_fid() {
+    let m = load("fid_from_features.safetensors");
+    let a = get(&m, "in.features_a");
+    let b = get(&m, "in.features_b");
+    let (na, d) = a.dims2().unwrap();
+    let (nb, _) = b.dims2().unwrap();
+    let sa = fid::FeatureStats::from_features(&f64s(a), na, d).unwrap();
+    let sb = fid::FeatureStats::from_features(&f64s(b), nb, d).unwrap();
+    assert_close("mu_a", &sa.mu, &f64s(get(&m, "out.mu_a")), 1e-12);
+    assert_close("mu_b", &sb.mu, &f64s(get(&m, "out.mu_b")), 1e-12);
+    assert_close("sigma_a", &sa.sigma, &f64s(get(&m, "out.sigma_a")), 1e-12);
+    assert_close("sigma_b", &sb.sigma, &f64s(get(&m, "out.sigma_b")), 1e-12);
+    let ab = fid::frechet_distance(&sa, &sb).unwrap();
+    let ba = fid::frechet_distance(&sb, &sa).unwrap();
+    let aa = fid::frechet_distance(&sa, &sa).unwrap();
+    assert_close("fid_ab", &[ab], &f64s(get(&m, "out.fid_ab")), 1e-8);
+    assert_close("fid_ba", &[ba], &f64s(get(&m, "out.fid_ba")), 1e-8);
+    assert!(aa.abs() < 1e-8, "fid(a,a) = {aa}");
+    // From f32 features: 1e-4 relative.
+    let a32: Vec<f32> = f64s(a).iter().map(|&v| v as f32).collect();
+    let b32: Vec<f32> = f64s(b).iter().map(|&v| v as f32).collect();
+    let ab32 = fid::frechet_distance(
+        &fid::FeatureStats::from_features_f32(&a32, na, d).unwrap(),
+        &fid::FeatureStats::from_features_f32(&b32, nb, d).unwrap(),
+    )
+    .unwrap();
+    assert!((ab32 - ab).abs() < 1e-4 * ab, "{ab32} vs {ab}");
+}
+
+fn assert_close_f32(name: &str, got: &Tensor, want: &Tensor, tol: f64) {
+    assert_eq!(got.dims(), want.dims(), "{name}: shape");
+    assert_close(name, &f64s(got), &f64s(want), tol);
+}
+
+#[test]
+fn classifier_standin_matches_pytorch() {
+    use gddcm::metrics::standin::{accuracy_from_logits, ClassifierStandIn};
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/classifier_small.safetensors");
+    assert!(
+        path.is_file(),
+        "missing {}: run tools/make_classifier_fixture.py",
+        path.display()
+    );
+    let net = ClassifierStandIn::load(&path).unwrap();
+    let m = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let x = get(&m, "in.x");
+    let feats = net.features(x).unwrap();
+    assert_close_f32("features", &feats, get(&m, "out.features"), 1e-5);
+    let logits = net.logits(x).unwrap();
+    let want_logits = get(&m, "out.logits");
+    assert_close_f32("logits", &logits, want_logits, 1e-5);
+    // Accuracy against the reference argmax is 1; against shifted labels it is 0.
+    let labels: Vec<u32> = want_logits.argmax(1).unwrap().to_vec1().unwrap();
+    assert_eq!(accuracy_from_logits(&logits, &labels).unwrap(), 1.0);
+    let wrong: Vec<u32> = labels.iter().map(|l| (l + 1) % 10).collect();
+    assert_eq!(accuracy_from_logits(&logits, &wrong).unwrap(), 0.0);
+    // Single images give the same result as the batch.
+    let one = net.features(&x.narrow(0, 2, 1).unwrap()).unwrap();
+    assert_close_f32("batch of 1", &one, &feats.narrow(0, 2, 1).unwrap(), 1e-6);
+    // Stand-in distance of a set with itself is 0; accuracy on u8 images.
+    let px: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+    let ims: Vec<ImageU8> = px
+        .chunks(32 * 32)
+        .map(|c| {
+            let d = c
+                .iter()
+                .map(|v| ((v + 1.0) * 127.5).round() as u8)
+                .collect();
+            ImageU8::gray(32, 32, d).unwrap()
+        })
+        .collect();
+    let d = gddcm::metrics::standin::classifier_frechet_distance(&net, &ims, &ims, 3).unwrap();
+    assert!(d.abs() < 1e-6, "classifier FD(a, a) = {d}");
+    let acc = gddcm::metrics::standin::classifier_accuracy(&net, &ims, &labels, 3).unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert!(gddcm::metrics::standin::classifier_accuracy(&net, &ims, &labels[..2], 3).is_err());
+    // Bad input shape is an error, not a panic.
+    assert!(net
+        .features(&Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap())
+        .is_err());
+}
+
+fn check_lpips(net: gddcm::metrics::lpips::LpipsNet, file: &str) {
+    use gddcm::metrics::lpips::Lpips;
+    let path = fixture_path(file);
+    let model = Lpips::load_combined(net, &path).unwrap();
+    let m = load(file);
+    for sz in ["32", "64"] {
+        let x0 = get(&m, &format!("in.x0_{sz}"));
+        let x1 = get(&m, &format!("in.x1_{sz}"));
+        let layers = model.layer_distances(x0, x1).unwrap();
+        for (k, l) in layers.iter().enumerate() {
+            let got: Vec<f64> = l.iter().map(|&v| v as f64).collect();
+            assert_close(
+                &format!("{file} res{k}_{sz}"),
+                &got,
+                &f64s(get(&m, &format!("dbg.res{k}_{sz}"))),
+                1e-6,
+            );
+        }
+        let got: Vec<f64> = model
+            .forward(x0, x1)
+            .unwrap()
+            .into_iter()
+            .map(|v| v as f64)
+            .collect();
+        assert_close(
+            &format!("{file} dist_{sz}"),
+            &got,
+            &f64s(get(&m, &format!("out.dist_{sz}"))),
+            1e-6,
+        );
+        assert_close(
+            &format!("{file} dist_{sz} vs f64"),
+            &got,
+            &f64s(get(&m, &format!("out.dist_{sz}_f64"))),
+            1e-6,
+        );
+        // Identical pairs give exactly 0.
+        let same = model.forward(x0, x0).unwrap();
+        assert!(
+            same.iter().all(|&v| v == 0.0),
+            "{file}: LPIPS(x, x) = {same:?}"
+        );
+    }
+    // The identical pair of the 32x32 set is exactly 0.
+    let d = model
+        .forward(get(&m, "in.x0_32"), get(&m, "in.x1_32"))
+        .unwrap();
+    assert_eq!(d[3], 0.0);
+    // Wrong shapes are errors.
+    let small = Tensor::zeros((1, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
+    assert!(model.forward(&small, &small).is_err());
+}
+
+#[test]
+fn lpips_alex_matches_reference() {
+    check_lpips(
+        gddcm::metrics::lpips::LpipsNet::Alex,
+        "lpips_alex.safetensors",
+    );
+}
+
+#[test]
+fn lpips_vgg_matches_reference() {
+    check_lpips(
+        gddcm::metrics::lpips::LpipsNet::Vgg,
+        "lpips_vgg.safetensors",
+    );
+}
