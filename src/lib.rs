@@ -18,6 +18,7 @@
 //! - [`data`], [`zoo`]: image IO and datasets; named models and their files.
 
 pub mod codebook;
+pub mod codec;
 pub mod data;
 pub mod family;
 pub mod marginal;
