@@ -18,6 +18,7 @@
 //! - [`data`], [`zoo`]: image IO and datasets; named models and their files.
 
 pub mod family;
+pub mod format;
 pub mod marginal;
 pub mod metrics;
 pub mod nn;
