@@ -1014,3 +1014,34 @@ proptest! {
         }
     }
 }
+
+/// Writes seed inputs for the fuzz target into `fuzz/corpus/parse/` (run on demand:
+/// `cargo test --test format -- --ignored write_fuzz_seeds`).
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/parse");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = vec![
+        sample(2, 3),
+        sample(3, 5),
+        sample(16, 4),
+        sample(1000, 10),
+        sample(1 << 24, 2),
+        sample((1 << 24) - 1, 3),
+        sample_alg2(7, 9),
+        sample_alg2(256, 20),
+    ];
+    let mut f = sample(5, 6);
+    f.procedure.init = InitStrategy::I2 { x_ref: XRef::Zeros };
+    f.model.schedule = MarginalSchedule::RfTau;
+    f.model.name = String::new();
+    files.push(f);
+    for (i, f) in files.iter().enumerate() {
+        std::fs::write(
+            dir.join(format!("seed-{i:02}.gddcm")),
+            f.to_bytes().unwrap(),
+        )
+        .unwrap();
+    }
+}

@@ -292,7 +292,7 @@ mod tests {
             (1 << 24) - 1,
         ];
         for &k in &ks {
-            for n in (1..=3000u32).step_by(7).chain([15_601, 4096]) {
+            for n in (1..=3000u32).step_by(7).chain([4096]) {
                 let x = f64::from(n) * libm::log2(f64::from(k));
                 if x > 100_000.0 {
                     continue;
@@ -304,10 +304,15 @@ mod tests {
 
     #[test]
     fn near_integer_product_takes_the_exact_path() {
-        // 15601·log2 3 ≈ 24727.0000000…: a continued-fraction convergent of log2 3.
-        let x = 15_601.0 * libm::log2(3.0);
+        // 190537·log2 3 = 301993.99999990…: 3^190537 is just below 2^301994.
+        let x = 190_537.0 * libm::log2(3.0);
         assert!((x - x.round()).abs() < 1e-6, "{x}");
-        assert_eq!(packed_bits(3, 15_601), bit_length_of_power(3, 15_601));
+        assert_eq!(packed_bits(3, 190_537), 301_994);
+        assert_eq!(bit_length_of_power(3, 190_537), 301_994);
+        // K = 2^24 − 1: N·log2 K is just below 24·N for small N.
+        for n in 1..=11u32 {
+            assert_eq!(packed_bits((1 << 24) - 1, n), 24 * u64::from(n));
+        }
     }
 
     #[test]
