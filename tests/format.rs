@@ -340,6 +340,39 @@ fn extreme_but_valid_values_round_trip() {
 }
 
 #[test]
+fn max_file_bytes_bounds_the_largest_file() {
+    let mut f = sample_alg2(1 << 24, MAX_N);
+    f.model.name = "n".repeat(MAX_NAME_LEN);
+    f.model.schedule = MarginalSchedule::DdpmLinear { t: 1000 };
+    f.procedure.algorithm = Algorithm::Alg2 {
+        t_s: 10.0,
+        schedule: vec![
+            ScheduleEntry {
+                delta: 1.0,
+                repeats: MAX_N / MAX_SCHEDULE_ENTRIES,
+            };
+            MAX_SCHEDULE_ENTRIES as usize
+        ],
+    };
+    let bytes = round_trip(&f);
+    assert!(bytes.len() as u64 <= MAX_FILE_BYTES);
+    assert!(MAX_FILE_BYTES - (bytes.len() as u64) < 32);
+    // The largest Algorithm-1 file is smaller.
+    let mut g = sample(1 << 24, MAX_N);
+    g.model.name = f.model.name.clone();
+    g.procedure.init = f.procedure.init;
+    assert!((round_trip(&g).len() as u64) < MAX_FILE_BYTES);
+    // A file just over the limit is refused before it is parsed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.gddcm");
+    std::fs::write(&path, vec![0u8; MAX_FILE_BYTES as usize + 1]).unwrap();
+    assert!(matches!(
+        TokenFile::read(&path),
+        Err(FormatError::FileTooLarge { .. })
+    ));
+}
+
+#[test]
 fn largest_mixed_radix_payload_round_trips_quickly() {
     // N·log2 K just under the 2^20-bit cap at the largest non-power-of-two K.
     let k = (1 << 24) - 1;
@@ -769,6 +802,12 @@ fn write_atomic_and_read() {
     let f = sample_alg2(1000, 300);
     f.write_atomic(&path).unwrap();
     assert_eq!(TokenFile::read(&path).unwrap(), f);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
     // Overwrite in place.
     let g = sample(4096, 300);
     g.write_atomic(&path).unwrap();

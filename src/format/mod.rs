@@ -35,6 +35,8 @@
 //! The encoding is canonical: [`TokenFile::from_bytes`] accepts exactly the byte strings that
 //! [`TokenFile::to_bytes`] produces, so re-serialising a parsed file gives the same bytes.
 
+#![warn(missing_docs)]
+
 mod error;
 mod pack;
 
@@ -51,30 +53,34 @@ pub use pack::packed_bits;
 pub const MAGIC: [u8; 6] = *b"GDDCM\0";
 /// The format version this crate writes and reads (SPEC 5 G3: "format version").
 pub const FORMAT_VERSION: u16 = 1;
-/// Longest model name, in UTF-8 bytes.
+/// Longest model name, in UTF-8 bytes (SPEC 5 G3, model identity).
 pub const MAX_NAME_LEN: usize = 255;
 /// Smallest codebook size K (one bit per token, SPEC 6).
 pub const MIN_K: u32 = 2;
-/// Largest codebook size K, `2^24`.
+/// Largest codebook size K, `2^24` (SPEC 6).
 pub const MAX_K: u32 = 1 << 24;
 /// Largest token count N, `2^20` (SPEC 6: paper uses N = 300).
 pub const MAX_N: u32 = 1 << 20;
 /// Largest payload, in bits, when K is not a power of two: its base conversion is quadratic,
-/// so the size is capped at `2^20` bits (128 KiB, e.g. N = 43 690 tokens at K = 2^24 − 1).
+/// so the size is capped at `2^20` bits (128 KiB, e.g. N = 43 690 tokens at K = 2^24 − 1;
+/// SPEC 6).
 pub const MAX_MIXED_RADIX_BITS: u64 = 1 << 20;
-/// Largest image height or width.
+/// Largest image height or width (SPEC 0).
 pub const MAX_SIDE: u32 = 8192;
-/// Largest number of image elements `C·H·W`, `2^28`.
+/// Largest number of image elements `C·H·W`, `2^28` (SPEC 0; implied by [`MAX_SIDE`] for
+/// C ≤ 3, kept as an explicit check).
 pub const MAX_ELEMENTS: u64 = 1 << 28;
 /// Largest number of `(Δ, repeats)` entries in an Algorithm-2 schedule (SPEC 2.6).
 pub const MAX_SCHEDULE_ENTRIES: u32 = 1 << 16;
-/// Largest DDPM training-step count T in [`MarginalSchedule::DdpmLinear`].
+/// Largest DDPM training-step count T in [`MarginalSchedule::DdpmLinear`] (SPEC 1.1).
 pub const MAX_DDPM_STEPS: u32 = 1 << 20;
 /// Largest step count of the final sampler (SPEC 2.7).
 pub const MAX_SAMPLER_STEPS: u32 = 1 << 16;
-/// Largest size of a valid token file, in bytes (used by [`TokenFile::read`]).
+/// Largest size of a valid token file, in bytes (SPEC 6; used by [`TokenFile::read`]): the
+/// fixed fields (at most 145 bytes), the longest name, the longest Algorithm-2 schedule and the
+/// largest payload (N = 2^20 tokens of 24 bits).
 pub const MAX_FILE_BYTES: u64 =
-    128 + MAX_NAME_LEN as u64 + 12 * MAX_SCHEDULE_ENTRIES as u64 + (MAX_N as u64 * 24).div_ceil(8);
+    160 + MAX_NAME_LEN as u64 + 12 * MAX_SCHEDULE_ENTRIES as u64 + (MAX_N as u64 * 24).div_ceil(8);
 
 /// Diffusion model family (SPEC 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -563,7 +569,8 @@ fn check_image(img: &ImageSpec) -> Result<(), FormatError> {
 }
 
 impl TokenFile {
-    /// Checks every field against the ranges of the format (the same checks
+    /// Checks every field against the ranges of the format (values deserialised from JSON are
+    /// only checked here, in `to_bytes` and in `write_atomic`; these are the same checks
     /// [`TokenFile::from_bytes`] applies), including `tokens.len() == N`, every token `< K` and
     /// the Algorithm-2 repeats summing to N (SPEC 2.6, 5 G3, 6).
     pub fn validate(&self) -> Result<(), FormatError> {
@@ -1032,7 +1039,8 @@ impl TokenFile {
     }
 
     /// Writes the file atomically: to a temporary file in the same directory, synced, then
-    /// renamed over `path`, so readers never see a partial file (SPEC 5 G3).
+    /// renamed over `path` (mode 0644 on Unix), so readers never see a partial file (SPEC 5 G3).
+    /// Validates first; an invalid file is not written.
     pub fn write_atomic(&self, path: impl AsRef<Path>) -> Result<(), FormatError> {
         let path = path.as_ref();
         let bytes = self.to_bytes()?;
@@ -1050,6 +1058,14 @@ impl TokenFile {
             .tempfile_in(dir)
             .map_err(io)?;
         tmp.write_all(&bytes).map_err(io)?;
+        // tempfile creates 0600; a token file is ordinary data.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(io)?;
+        }
         tmp.as_file().sync_all().map_err(io)?;
         tmp.persist(path).map_err(|e| io(e.error))?;
         Ok(())
