@@ -21,6 +21,7 @@ pub mod codebook;
 pub mod codec;
 pub mod data;
 pub mod family;
+pub mod format;
 pub mod marginal;
 pub mod metrics;
 pub mod nn;
