@@ -10,7 +10,9 @@ use crate::family::{Family, Precond};
 use crate::format as fmt;
 use crate::marginal::Mixing;
 use crate::schedule::Interval;
-use crate::tokenizer::{Algorithm, Config, Init, Reference, Sampler, SamplerKind, Tokenizer, Tokens};
+use crate::tokenizer::{
+    Algorithm, Config, Init, Reference, Sampler, SamplerKind, Tokenizer, Tokens,
+};
 use crate::zoo::{LoadedModel, Parameterization};
 
 /// Background value used to pad images up to the network's size (−1: black, as trained).
@@ -19,7 +21,11 @@ pub const PAD_VALUE: f32 = -1.0;
 /// Padding that centres an `h × w` image in the model's square input, if it fits evenly.
 pub fn padding_for(model: &LoadedModel, h: usize, w: usize) -> Result<usize> {
     let size = model.entry.size;
-    ensure!(h == w, "model '{}' takes square images; this one is {w}×{h}", model.entry.name);
+    ensure!(
+        h == w,
+        "model '{}' takes square images; this one is {w}×{h}",
+        model.entry.name
+    );
     ensure!(h <= size && (size - h) % 2 == 0, "model '{}' takes {size}×{size} images (or smaller by an even margin, padded); this one is {w}×{h}", model.entry.name);
     Ok((size - h) / 2)
 }
@@ -36,8 +42,14 @@ fn family_tag(f: Family) -> fmt::Family {
 /// The model identity a token file records.
 pub fn identity(model: &LoadedModel) -> fmt::ModelIdentity {
     let (parameterization, schedule) = match model.entry.parameterization {
-        Parameterization::DdpmEpsilon => (fmt::Parameterization::Eps, fmt::MarginalSchedule::DdpmLinear { t: 1000 }),
-        Parameterization::Velocity => (fmt::Parameterization::Velocity, fmt::MarginalSchedule::RfTau),
+        Parameterization::DdpmEpsilon => (
+            fmt::Parameterization::Eps,
+            fmt::MarginalSchedule::DdpmLinear { t: 1000 },
+        ),
+        Parameterization::Velocity => (
+            fmt::Parameterization::Velocity,
+            fmt::MarginalSchedule::RfTau,
+        ),
         Parameterization::Preconditioned(p) => (
             match p {
                 Precond::Edm { .. } => fmt::Parameterization::EdmPrecond,
@@ -48,16 +60,42 @@ pub fn identity(model: &LoadedModel) -> fmt::ModelIdentity {
             fmt::MarginalSchedule::EdmSigma,
         ),
     };
-    fmt::ModelIdentity { name: model.entry.name.to_string(), weights_sha256: model.weights_sha256, family: family_tag(model.entry.family), parameterization, schedule }
+    fmt::ModelIdentity {
+        name: model.entry.name.to_string(),
+        weights_sha256: model.weights_sha256,
+        family: family_tag(model.entry.family),
+        parameterization,
+        schedule,
+    }
 }
 
 /// The procedure block of a token file for `cfg`, with the I3 index `j0`.
-pub fn procedure(cfg: &Config, family: Family, clip_x0: bool, j0: Option<u32>) -> Result<fmt::Procedure> {
+pub fn procedure(
+    cfg: &Config,
+    family: Family,
+    clip_x0: bool,
+    j0: Option<u32>,
+) -> Result<fmt::Procedure> {
     let algorithm = match &cfg.algorithm {
-        Algorithm::Stochastic { t_start, t_end, rho, .. } => fmt::Algorithm::Alg1 { t_r: *t_start, t_t: *t_end, rho: *rho },
+        Algorithm::Stochastic {
+            t_start,
+            t_end,
+            rho,
+            ..
+        } => fmt::Algorithm::Alg1 {
+            t_r: *t_start,
+            t_t: *t_end,
+            rho: *rho,
+        },
         Algorithm::Resample { t_start, schedule } => fmt::Algorithm::Alg2 {
             t_s: *t_start,
-            schedule: schedule.iter().map(|i| fmt::ScheduleEntry { delta: i.delta, repeats: i.repeats }).collect(),
+            schedule: schedule
+                .iter()
+                .map(|i| fmt::ScheduleEntry {
+                    delta: i.delta,
+                    repeats: i.repeats,
+                })
+                .collect(),
         },
     };
     let x_ref = |r: &Reference| match r {
@@ -66,7 +104,10 @@ pub fn procedure(cfg: &Config, family: Family, clip_x0: bool, j0: Option<u32>) -
     let init = match &cfg.init {
         Init::Noise => fmt::InitStrategy::I1,
         Init::Reference(r) => fmt::InitStrategy::I2 { x_ref: x_ref(r) },
-        Init::ClosestNoise { reference, candidates } => fmt::InitStrategy::I3 {
+        Init::ClosestNoise {
+            reference,
+            candidates,
+        } => fmt::InitStrategy::I3 {
             x_ref: x_ref(reference),
             k0: *candidates,
             j0: j0.context("an I3 initial point needs its chosen index")?,
@@ -74,10 +115,26 @@ pub fn procedure(cfg: &Config, family: Family, clip_x0: bool, j0: Option<u32>) -
     };
     let s = &cfg.sampler;
     let sampler = match (s.kind, s.steps) {
-        (_, 0) => fmt::FinalSampler { kind: fmt::SamplerKind::OneStep, steps: 1, rho: s.rho },
-        (SamplerKind::Heun, n) => fmt::FinalSampler { kind: fmt::SamplerKind::Heun, steps: n, rho: s.rho },
-        (SamplerKind::Ddim, n) if family == Family::Rf => fmt::FinalSampler { kind: fmt::SamplerKind::Euler, steps: n, rho: s.rho },
-        (SamplerKind::Ddim, n) => fmt::FinalSampler { kind: fmt::SamplerKind::Ddim, steps: n, rho: s.rho },
+        (_, 0) => fmt::FinalSampler {
+            kind: fmt::SamplerKind::OneStep,
+            steps: 1,
+            rho: s.rho,
+        },
+        (SamplerKind::Heun, n) => fmt::FinalSampler {
+            kind: fmt::SamplerKind::Heun,
+            steps: n,
+            rho: s.rho,
+        },
+        (SamplerKind::Ddim, n) if family == Family::Rf => fmt::FinalSampler {
+            kind: fmt::SamplerKind::Euler,
+            steps: n,
+            rho: s.rho,
+        },
+        (SamplerKind::Ddim, n) => fmt::FinalSampler {
+            kind: fmt::SamplerKind::Ddim,
+            steps: n,
+            rho: s.rho,
+        },
     };
     Ok(fmt::Procedure {
         codebook_generator: fmt::CodebookGenerator::Philox4x32BoxMuller,
@@ -100,36 +157,85 @@ pub fn procedure(cfg: &Config, family: Family, clip_x0: bool, j0: Option<u32>) -
 /// The tokenizer configuration a token file's procedure describes, and its I3 index.
 pub fn config_from(pr: &fmt::Procedure, family: Family) -> Result<(Config, Option<u32>)> {
     let algorithm = match &pr.algorithm {
-        fmt::Algorithm::Alg1 { t_r, t_t, rho } => Algorithm::Stochastic { p: pr.p, n: pr.n, t_start: *t_r, t_end: *t_t, rho: *rho },
-        fmt::Algorithm::Alg2 { t_s, schedule } => {
-            Algorithm::Resample { t_start: *t_s, schedule: schedule.iter().map(|e| Interval { delta: e.delta, repeats: e.repeats }).collect() }
-        }
+        fmt::Algorithm::Alg1 { t_r, t_t, rho } => Algorithm::Stochastic {
+            p: pr.p,
+            n: pr.n,
+            t_start: *t_r,
+            t_end: *t_t,
+            rho: *rho,
+        },
+        fmt::Algorithm::Alg2 { t_s, schedule } => Algorithm::Resample {
+            t_start: *t_s,
+            schedule: schedule
+                .iter()
+                .map(|e| Interval {
+                    delta: e.delta,
+                    repeats: e.repeats,
+                })
+                .collect(),
+        },
     };
     let reference = |x: &fmt::XRef| match x {
         fmt::XRef::Zeros => Ok(Reference::Zeros),
-        fmt::XRef::DatasetMean => bail!("this file uses the dataset-mean reference image, which this model does not provide"),
+        fmt::XRef::DatasetMean => bail!(
+            "this file uses the dataset-mean reference image, which this model does not provide"
+        ),
     };
     let (init, j0) = match &pr.init {
         fmt::InitStrategy::I1 => (Init::Noise, None),
         fmt::InitStrategy::I2 { x_ref } => (Init::Reference(reference(x_ref)?), None),
-        fmt::InitStrategy::I3 { x_ref, k0, j0 } => (Init::ClosestNoise { reference: reference(x_ref)?, candidates: *k0 }, Some(*j0)),
+        fmt::InitStrategy::I3 { x_ref, k0, j0 } => (
+            Init::ClosestNoise {
+                reference: reference(x_ref)?,
+                candidates: *k0,
+            },
+            Some(*j0),
+        ),
     };
     // The sampler's last grid point before the clean time is fixed per family (SPEC 2.7).
     let t_end = Sampler::default_for(family).t_end;
     let f = &pr.sampler;
     let sampler = match f.kind {
-        fmt::SamplerKind::OneStep => Sampler { kind: SamplerKind::Ddim, steps: 0, rho: f.rho, t_end },
-        fmt::SamplerKind::Heun => Sampler { kind: SamplerKind::Heun, steps: f.steps, rho: f.rho, t_end },
-        fmt::SamplerKind::Ddim | fmt::SamplerKind::Euler => Sampler { kind: SamplerKind::Ddim, steps: f.steps, rho: f.rho, t_end },
+        fmt::SamplerKind::OneStep => Sampler {
+            kind: SamplerKind::Ddim,
+            steps: 0,
+            rho: f.rho,
+            t_end,
+        },
+        fmt::SamplerKind::Heun => Sampler {
+            kind: SamplerKind::Heun,
+            steps: f.steps,
+            rho: f.rho,
+            t_end,
+        },
+        fmt::SamplerKind::Ddim | fmt::SamplerKind::Euler => Sampler {
+            kind: SamplerKind::Ddim,
+            steps: f.steps,
+            rho: f.rho,
+            t_end,
+        },
     };
     let mixing = match pr.mixing {
         fmt::Mixing::SigmaBig => Mixing::BigSigma,
         fmt::Mixing::SigmaSmall => Mixing::SmallSigma,
     };
     if pr.dtype != fmt::ComputeDtype::F32 {
-        bail!("this file was made with {:?} compute; this decoder runs f32 only", pr.dtype);
+        bail!(
+            "this file was made with {:?} compute; this decoder runs f32 only",
+            pr.dtype
+        );
     }
-    Ok((Config { k: pr.k, seed: pr.seed, algorithm, mixing, init, sampler }, j0))
+    Ok((
+        Config {
+            k: pr.k,
+            seed: pr.seed,
+            algorithm,
+            mixing,
+            init,
+            sampler,
+        },
+        j0,
+    ))
 }
 
 fn clip_of(model: &LoadedModel) -> bool {
@@ -137,18 +243,43 @@ fn clip_of(model: &LoadedModel) -> bool {
 }
 
 /// Images of one size → a model-input batch tensor.
-fn batch_tensor(model: &LoadedModel, images: &[&Image], device: &Device) -> Result<(Tensor, usize)> {
+fn batch_tensor(
+    model: &LoadedModel,
+    images: &[&Image],
+    device: &Device,
+) -> Result<(Tensor, usize)> {
     let (h, w) = (images[0].height, images[0].width);
-    ensure!(images.iter().all(|i| (i.height, i.width) == (h, w)), "a batch must hold images of one size");
+    ensure!(
+        images.iter().all(|i| (i.height, i.width) == (h, w)),
+        "a batch must hold images of one size"
+    );
     let pad = padding_for(model, h, w)?;
     let (c, s) = (model.entry.channels, model.entry.size);
-    let data: Vec<f32> = images.iter().flat_map(|i| i.to_model(pad, PAD_VALUE)).collect();
-    Ok((Tensor::from_vec(data, (images.len(), c, s, s), device)?, pad))
+    let data: Vec<f32> = images
+        .iter()
+        .flat_map(|i| i.to_model(pad, PAD_VALUE))
+        .collect();
+    Ok((
+        Tensor::from_vec(data, (images.len(), c, s, s), device)?,
+        pad,
+    ))
 }
 
-fn tensor_images(x: &Tensor, channels: usize, h: usize, w: usize, pad: usize) -> Result<Vec<Image>> {
-    let rows = x.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
-    Ok(rows.iter().map(|r| Image::from_model(r, channels, h, w, pad)).collect())
+fn tensor_images(
+    x: &Tensor,
+    channels: usize,
+    h: usize,
+    w: usize,
+    pad: usize,
+) -> Result<Vec<Image>> {
+    let rows = x
+        .flatten_from(1)?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec2::<f32>()?;
+    Ok(rows
+        .iter()
+        .map(|r| Image::from_model(r, channels, h, w, pad))
+        .collect())
 }
 
 /// The result of encoding a batch: one token file per image and the encoder's own
@@ -159,7 +290,13 @@ pub struct EncodedBatch {
 }
 
 /// Encodes same-sized images with `cfg` (images must have the model's channel count).
-pub fn encode(model: &LoadedModel, cfg: &Config, images: &[&Image], device: &Device, progress: Option<ProgressBar>) -> Result<EncodedBatch> {
+pub fn encode(
+    model: &LoadedModel,
+    cfg: &Config,
+    images: &[&Image],
+    device: &Device,
+    progress: Option<ProgressBar>,
+) -> Result<EncodedBatch> {
     ensure!(!images.is_empty(), "nothing to encode");
     let (x, pad) = batch_tensor(model, images, device)?;
     let mut tok = Tokenizer::new(model.denoiser.as_ref(), cfg, model.shape());
@@ -175,30 +312,65 @@ pub fn encode(model: &LoadedModel, cfg: &Config, images: &[&Image], device: &Dev
             let file = fmt::TokenFile {
                 model: identity(model),
                 procedure: procedure(cfg, model.entry.family, clip_of(model), *j0)?,
-                image: fmt::ImageSpec { channels: model.entry.channels as u8, height: h as u32, width: w as u32, lo: -1.0, hi: 1.0 },
+                image: fmt::ImageSpec {
+                    channels: model.entry.channels as u8,
+                    height: h as u32,
+                    width: w as u32,
+                    lo: -1.0,
+                    hi: 1.0,
+                },
                 tokens: t.clone(),
             };
             file.validate()?;
             Ok(file)
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(EncodedBatch { files, reconstructions: tensor_images(&enc.reconstruction, model.entry.channels, h, w, pad)? })
+    Ok(EncodedBatch {
+        files,
+        reconstructions: tensor_images(&enc.reconstruction, model.entry.channels, h, w, pad)?,
+    })
 }
 
 /// Decodes token files made with `model` and one procedure and image size (a batch).
-pub fn decode(model: &LoadedModel, files: &[&fmt::TokenFile], device: &Device, progress: Option<ProgressBar>) -> Result<Vec<Image>> {
+pub fn decode(
+    model: &LoadedModel,
+    files: &[&fmt::TokenFile],
+    device: &Device,
+    progress: Option<ProgressBar>,
+) -> Result<Vec<Image>> {
     ensure!(!files.is_empty(), "nothing to decode");
     let first = files[0];
     for f in files {
         f.check_model(model.entry.name, &model.weights_sha256)?;
-        ensure!(f.procedure == first.procedure || same_but_j0(&f.procedure, &first.procedure), "files decoded together must share one procedure");
-        ensure!(f.image == first.image, "files decoded together must share one image size");
+        ensure!(
+            f.procedure == first.procedure || same_but_j0(&f.procedure, &first.procedure),
+            "files decoded together must share one procedure"
+        );
+        ensure!(
+            f.image == first.image,
+            "files decoded together must share one image size"
+        );
     }
-    ensure!(first.image.channels as usize == model.entry.channels, "the file holds a {}-channel image; model '{}' has {} channels", first.image.channels, model.entry.name, model.entry.channels);
-    ensure!(first.procedure.clip_x0 == clip_of(model), "the file's x0 clipping setting does not match this model's");
+    ensure!(
+        first.image.channels as usize == model.entry.channels,
+        "the file holds a {}-channel image; model '{}' has {} channels",
+        first.image.channels,
+        model.entry.name,
+        model.entry.channels
+    );
+    ensure!(
+        first.procedure.clip_x0 == clip_of(model),
+        "the file's x0 clipping setting does not match this model's"
+    );
     let (cfg, _) = config_from(&first.procedure, model.entry.family)?;
-    let init_index: Vec<Option<u32>> = files.iter().map(|f| config_from(&f.procedure, model.entry.family).map(|(_, j0)| j0)).collect::<Result<_>>()?;
-    let tokens = Tokens { indices: files.iter().map(|f| f.tokens.clone()).collect(), init_index };
+    let init_index: Vec<Option<u32>> = files
+        .iter()
+        .map(|f| config_from(&f.procedure, model.entry.family).map(|(_, j0)| j0))
+        .collect::<Result<_>>()?;
+    let tokens = Tokens {
+        indices: files.iter().map(|f| f.tokens.clone()).collect(),
+        init_index,
+    };
     let (h, w) = (first.image.height as usize, first.image.width as usize);
     let pad = padding_for(model, h, w)?;
     let mut tok = Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape());
@@ -209,7 +381,14 @@ pub fn decode(model: &LoadedModel, files: &[&fmt::TokenFile], device: &Device, p
 
 fn same_but_j0(a: &fmt::Procedure, b: &fmt::Procedure) -> bool {
     match (&a.init, &b.init) {
-        (fmt::InitStrategy::I3 { x_ref: xa, k0: ka, .. }, fmt::InitStrategy::I3 { x_ref: xb, k0: kb, .. }) if xa == xb && ka == kb => {
+        (
+            fmt::InitStrategy::I3 {
+                x_ref: xa, k0: ka, ..
+            },
+            fmt::InitStrategy::I3 {
+                x_ref: xb, k0: kb, ..
+            },
+        ) if xa == xb && ka == kb => {
             let mut a2 = a.clone();
             a2.init = b.init;
             &a2 == b
@@ -221,7 +400,14 @@ fn same_but_j0(a: &fmt::Procedure, b: &fmt::Procedure) -> bool {
 /// Draws `n` images with the model's ordinary deterministic sampler from its largest time
 /// (DDIM-50 for DDPM, EDM's Heun for EDM, one step for CM, Euler for RF); `steps` overrides
 /// the number of sampler steps. Noise comes from stream 2 of the codebook generator.
-pub fn generate(model: &LoadedModel, n: usize, seed: u64, steps: Option<u32>, device: &Device, progress: Option<ProgressBar>) -> Result<Vec<Image>> {
+pub fn generate(
+    model: &LoadedModel,
+    n: usize,
+    seed: u64,
+    steps: Option<u32>,
+    device: &Device,
+    progress: Option<ProgressBar>,
+) -> Result<Vec<Image>> {
     let family = model.entry.family;
     let m = model.denoiser.marginal();
     let t_max = m.max_time();
@@ -231,7 +417,17 @@ pub fn generate(model: &LoadedModel, n: usize, seed: u64, steps: Option<u32>, de
     } else if family == Family::Rf {
         sampler.steps = 20;
     }
-    let cfg = Config { k: 2, seed, algorithm: Algorithm::Resample { t_start: t_max, schedule: vec![] }, mixing: Mixing::BigSigma, init: Init::Noise, sampler };
+    let cfg = Config {
+        k: 2,
+        seed,
+        algorithm: Algorithm::Resample {
+            t_start: t_max,
+            schedule: vec![],
+        },
+        mixing: Mixing::BigSigma,
+        init: Init::Noise,
+        sampler,
+    };
     let (c, s, _) = model.shape();
     let cb = crate::codebook::Codebooks::new(seed, c * s * s);
     let data: Vec<f32> = (0..n as u32).flat_map(|j| cb.entry(2, 0, j)).collect();

@@ -26,6 +26,6 @@ pub mod marginal;
 pub mod metrics;
 pub mod nn;
 pub mod profile;
-pub mod zoo;
 pub mod schedule;
 pub mod tokenizer;
+pub mod zoo;

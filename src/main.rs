@@ -19,7 +19,11 @@ use gddcm::tokenizer::{Config, Tokenizer};
 use gddcm::zoo::{self, LoadedModel};
 
 #[derive(Parser)]
-#[command(name = "gddcm", version, about = "Turn images into discrete tokens (and back) with a pretrained diffusion model (gDDCM, arXiv 2511.13387)")]
+#[command(
+    name = "gddcm",
+    version,
+    about = "Turn images into discrete tokens (and back) with a pretrained diffusion model (gDDCM, arXiv 2511.13387)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -189,9 +193,15 @@ impl TokenizerArgs {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { s.$f = v; } )* };
         }
-        set!(k, n, p, seed, intervals, dt_min, dt_max, sigma_max, rho, init, k0);
+        set!(k, n, p, seed, intervals, sigma_max, rho, init, k0);
         if self.t_start.is_some() {
             s.t_start = self.t_start;
+        }
+        if self.dt_min.is_some() {
+            s.dt_min = self.dt_min;
+        }
+        if self.dt_max.is_some() {
+            s.dt_max = self.dt_max;
         }
         if self.t_end.is_some() {
             s.t_end = self.t_end;
@@ -204,16 +214,22 @@ impl TokenizerArgs {
 
     fn config(&self, model: &LoadedModel) -> Result<Config> {
         if self.ddcm && model.entry.family != gddcm::family::Family::Ddpm {
-            bail!("--ddcm is the DDPM baseline; model '{}' is {}", model.entry.name, model.entry.family);
+            bail!(
+                "--ddcm is the DDPM baseline; model '{}' is {}",
+                model.entry.name,
+                model.entry.family
+            );
         }
-        self.settings()?.to_config(model.entry.family, model.denoiser.marginal())
+        self.settings()?
+            .to_config(model.entry.family, model.denoiser.marginal())
     }
 }
 
 fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0).context("no CUDA device (build with --features cuda on a machine with an NVIDIA GPU)"),
+        "cuda" => Device::new_cuda(0)
+            .context("no CUDA device (build with --features cuda on a machine with an NVIDIA GPU)"),
         other => bail!("unknown device '{other}' (cpu or cuda)"),
     }
 }
@@ -223,17 +239,27 @@ fn progress(run: &RunArgs, total: u64, what: &str) -> Option<ProgressBar> {
         return None;
     }
     let pb = ProgressBar::new(total);
-    pb.set_style(ProgressStyle::with_template("{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} NFE (eta {eta})").unwrap());
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} NFE (eta {eta})",
+        )
+        .unwrap(),
+    );
     pb.set_message(what.to_string());
     Some(pb)
 }
 
 fn load_model(args: &ModelArgs) -> Result<LoadedModel> {
-    zoo::load(args.model.as_deref().unwrap_or(zoo::default_model()), args.weights.as_deref())
+    zoo::load(
+        args.model.as_deref().unwrap_or(zoo::default_model()),
+        args.weights.as_deref(),
+    )
 }
 
 fn stem(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into())
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into())
 }
 
 /// Groups indices of same-sized items into batches of at most `batch`, keeping order.
@@ -241,7 +267,10 @@ fn batches<T>(items: &[T], key: impl Fn(&T) -> (u32, u32), batch: usize) -> Vec<
     let mut groups: Vec<((u32, u32), Vec<usize>)> = Vec::new();
     for (i, it) in items.iter().enumerate() {
         let k = key(it);
-        match groups.iter_mut().find(|(gk, g)| *gk == k && g.len() < batch.max(1)) {
+        match groups
+            .iter_mut()
+            .find(|(gk, g)| *gk == k && g.len() < batch.max(1))
+        {
             Some((_, g)) => g.push(i),
             None => groups.push((k, vec![i])),
         }
@@ -250,20 +279,33 @@ fn batches<T>(items: &[T], key: impl Fn(&T) -> (u32, u32), batch: usize) -> Vec<
 }
 
 /// Encodes images to token files in `out`; returns the files, their paths and the inputs.
-fn encode_images(model: &LoadedModel, cfg: &Config, paths: &[PathBuf], out: &Path, run: &RunArgs) -> Result<Vec<(PathBuf, TokenFile, Image)>> {
+fn encode_images(
+    model: &LoadedModel,
+    cfg: &Config,
+    paths: &[PathBuf],
+    out: &Path,
+    run: &RunArgs,
+) -> Result<Vec<(PathBuf, TokenFile, Image)>> {
     let dev = device(&run.device)?;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create output folder {}", out.display()))?;
-    let images: Vec<Image> = paths.iter().map(|p| Image::load(p, model.entry.channels)).collect::<Result<_>>()?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create output folder {}", out.display()))?;
+    let images: Vec<Image> = paths
+        .iter()
+        .map(|p| Image::load(p, model.entry.channels))
+        .collect::<Result<_>>()?;
     let nfe = Tokenizer::new(model.denoiser.as_ref(), cfg, model.shape()).nfe() as u64;
     let groups = batches(&images, |i| (i.height as u32, i.width as u32), run.batch);
     let pb = progress(run, nfe * groups.len() as u64, "encode");
-    let mut results: Vec<Option<(PathBuf, TokenFile, Image)>> = (0..images.len()).map(|_| None).collect();
+    let mut results: Vec<Option<(PathBuf, TokenFile, Image)>> =
+        (0..images.len()).map(|_| None).collect();
     for g in groups {
         let batch: Vec<&Image> = g.iter().map(|&i| &images[i]).collect();
-        let enc = codec::encode(model, cfg, &batch, &dev, pb.clone()).with_context(|| format!("encoding {}", paths[g[0]].display()))?;
+        let enc = codec::encode(model, cfg, &batch, &dev, pb.clone())
+            .with_context(|| format!("encoding {}", paths[g[0]].display()))?;
         for (&i, file) in g.iter().zip(enc.files) {
             let path = out.join(format!("{}.gddcm", stem(&paths[i])));
-            file.write_atomic(&path).with_context(|| format!("writing {}", path.display()))?;
+            file.write_atomic(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
             results[i] = Some((path, file, images[i].clone()));
         }
     }
@@ -274,14 +316,24 @@ fn encode_images(model: &LoadedModel, cfg: &Config, paths: &[PathBuf], out: &Pat
 }
 
 /// Decodes token files (grouped into batches by procedure); all must name one model.
-fn decode_files(files: &[TokenFile], weights: Option<&Path>, run: &RunArgs, loaded: Option<&LoadedModel>) -> Result<Vec<Image>> {
+fn decode_files(
+    files: &[TokenFile],
+    weights: Option<&Path>,
+    run: &RunArgs,
+    loaded: Option<&LoadedModel>,
+) -> Result<Vec<Image>> {
     let dev = device(&run.device)?;
     let owned;
     let model = match loaded {
         Some(m) => m,
         None => {
-            owned = zoo::load(&files[0].model.name, weights)
-                .with_context(|| format!("the files were made with model '{}' (weights sha256 {})", files[0].model.name, hex_prefix(&files[0].model.weights_sha256)))?;
+            owned = zoo::load(&files[0].model.name, weights).with_context(|| {
+                format!(
+                    "the files were made with model '{}' (weights sha256 {})",
+                    files[0].model.name,
+                    hex_prefix(&files[0].model.weights_sha256)
+                )
+            })?;
             &owned
         }
     };
@@ -291,7 +343,14 @@ fn decode_files(files: &[TokenFile], weights: Option<&Path>, run: &RunArgs, load
         // Within a size group, split further by procedure (e.g. different K or N).
         let mut sub: Vec<Vec<usize>> = Vec::new();
         for i in g {
-            match sub.iter_mut().find(|s| codec::config_from(&files[s[0]].procedure, model.entry.family).ok().map(|c| c.0) == codec::config_from(&files[i].procedure, model.entry.family).ok().map(|c| c.0)) {
+            match sub.iter_mut().find(|s| {
+                codec::config_from(&files[s[0]].procedure, model.entry.family)
+                    .ok()
+                    .map(|c| c.0)
+                    == codec::config_from(&files[i].procedure, model.entry.family)
+                        .ok()
+                        .map(|c| c.0)
+            }) {
                 Some(s) => s.push(i),
                 None => sub.push(vec![i]),
             }
@@ -300,13 +359,22 @@ fn decode_files(files: &[TokenFile], weights: Option<&Path>, run: &RunArgs, load
     }
     let total: u64 = groups
         .iter()
-        .map(|g| codec::config_from(&files[g[0]].procedure, model.entry.family).map(|(c, _)| Tokenizer::new(model.denoiser.as_ref(), &c, model.shape()).nfe() as u64).unwrap_or(0))
+        .map(|g| {
+            codec::config_from(&files[g[0]].procedure, model.entry.family)
+                .map(|(c, _)| {
+                    Tokenizer::new(model.denoiser.as_ref(), &c, model.shape()).nfe() as u64
+                })
+                .unwrap_or(0)
+        })
         .sum();
     let pb = progress(run, total, "decode");
     let mut out: Vec<Option<Image>> = vec![None; files.len()];
     for g in groups {
         let batch: Vec<&TokenFile> = g.iter().map(|&i| &files[i]).collect();
-        for (&i, img) in g.iter().zip(codec::decode(model, &batch, &dev, pb.clone())?) {
+        for (&i, img) in g
+            .iter()
+            .zip(codec::decode(model, &batch, &dev, pb.clone())?)
+        {
             out[i] = Some(img);
         }
     }
@@ -321,14 +389,21 @@ fn hex_prefix(h: &[u8; 32]) -> String {
 }
 
 fn to_metric(img: &Image) -> Result<ImageU8> {
-    Ok(ImageU8::from_chw(img.channels, img.height, img.width, img.data.clone())?)
+    Ok(ImageU8::from_chw(
+        img.channels,
+        img.height,
+        img.width,
+        img.data.clone(),
+    )?)
 }
 
 fn main() -> ExitCode {
     // candle asks the OS for the CPU count on every parallel op unless this is set (num_cpus
     // reads /proc each time); fix it once, before any thread pool starts.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     match run(Cli::parse()) {
@@ -342,19 +417,44 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Encode { images, output, model, tok } => {
+        Command::Encode {
+            images,
+            output,
+            model,
+            tok,
+        } => {
             let model = load_model(&model)?;
             let cfg = tok.config(&model)?;
             let done = encode_images(&model, &cfg, &images, &output, &tok.run)?;
             for (path, file, _) in &done {
-                println!("{}  {} tokens, {:.4} bpp ({} bytes)", path.display(), file.tokens.len(), file.total_bpp(), file.total_bits().div_ceil(8));
+                println!(
+                    "{}  {} tokens, {:.4} bpp ({} bytes)",
+                    path.display(),
+                    file.tokens.len(),
+                    file.total_bpp(),
+                    file.total_bits().div_ceil(8)
+                );
             }
         }
-        Command::Decode { files, output, weights, run } => {
-            let tfs: Vec<TokenFile> = files.iter().map(|p| TokenFile::read(p).with_context(|| format!("reading {}", p.display()))).collect::<Result<_>>()?;
+        Command::Decode {
+            files,
+            output,
+            weights,
+            run,
+        } => {
+            let tfs: Vec<TokenFile> = files
+                .iter()
+                .map(|p| TokenFile::read(p).with_context(|| format!("reading {}", p.display())))
+                .collect::<Result<_>>()?;
             let first = &tfs[0].model;
-            if let Some((p, _)) = files.iter().zip(&tfs).find(|(_, f)| f.model.name != first.name || f.model.weights_sha256 != first.weights_sha256) {
-                bail!("{} was made with another model than {}; decode them separately", p.display(), files[0].display());
+            if let Some((p, _)) = files.iter().zip(&tfs).find(|(_, f)| {
+                f.model.name != first.name || f.model.weights_sha256 != first.weights_sha256
+            }) {
+                bail!(
+                    "{} was made with another model than {}; decode them separately",
+                    p.display(),
+                    files[0].display()
+                );
             }
             let images = decode_files(&tfs, weights.as_deref(), &run, None)?;
             for (p, img) in files.iter().zip(images) {
@@ -363,29 +463,66 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", path.display());
             }
         }
-        Command::Roundtrip { images, output, model, tok } => {
+        Command::Roundtrip {
+            images,
+            output,
+            model,
+            tok,
+        } => {
             let model = load_model(&model)?;
             let cfg = tok.config(&model)?;
             let done = encode_images(&model, &cfg, &images, &output, &tok.run)?;
             // Decode from the files themselves, not the encoder's trajectory (SPEC 5, G4).
-            let files: Vec<TokenFile> = done.iter().map(|(p, _, _)| TokenFile::read(p)).collect::<Result<_, _>>()?;
+            let files: Vec<TokenFile> = done
+                .iter()
+                .map(|(p, _, _)| TokenFile::read(p))
+                .collect::<Result<_, _>>()?;
             let recon = decode_files(&files, None, &tok.run, Some(&model))?;
-            println!("{:<32} {:>8} {:>9} {:>8} {:>8}", "image", "bpp", "file bpp", "PSNR", "SSIM");
+            println!(
+                "{:<32} {:>8} {:>9} {:>8} {:>8}",
+                "image", "bpp", "file bpp", "PSNR", "SSIM"
+            );
             let (mut sp, mut ss, mut sb, mut sf) = (0.0, 0.0, 0.0, 0.0);
             for ((path, file, orig), rec) in done.iter().zip(&recon) {
-                let (p, s) = (psnr(&to_metric(orig)?, &to_metric(rec)?)?, ssim(&to_metric(orig)?, &to_metric(rec)?)?);
+                let (p, s) = (
+                    psnr(&to_metric(orig)?, &to_metric(rec)?)?,
+                    ssim(&to_metric(orig)?, &to_metric(rec)?)?,
+                );
                 // Payload bpp counts the tokens (SPEC 6, as the paper); file bpp the whole file.
                 let (bpp, fbpp) = (file.payload_bpp(), file.total_bpp());
-                println!("{:<32} {:>8.4} {:>9.4} {:>8.2} {:>8.4}", stem(path), bpp, fbpp, p, s);
-                Image::side_by_side(&[orig, rec], 2)?.save_png(&output.join(format!("{}_roundtrip.png", stem(path))))?;
+                println!(
+                    "{:<32} {:>8.4} {:>9.4} {:>8.2} {:>8.4}",
+                    stem(path),
+                    bpp,
+                    fbpp,
+                    p,
+                    s
+                );
+                Image::side_by_side(&[orig, rec], 2)?
+                    .save_png(&output.join(format!("{}_roundtrip.png", stem(path))))?;
                 (sp, ss, sb, sf) = (sp + p, ss + s, sb + bpp, sf + fbpp);
             }
             let n = done.len() as f64;
-            println!("{:<32} {:>8.4} {:>9.4} {:>8.2} {:>8.4}", "mean", sb / n, sf / n, sp / n, ss / n);
-            println!("(model {}, K = {}, N = {}, p = {}; files and side-by-side PNGs in {})", model.entry.name, cfg.k, cfg.algorithm.tokens(), cfg.algorithm.p(), output.display());
+            println!(
+                "{:<32} {:>8.4} {:>9.4} {:>8.2} {:>8.4}",
+                "mean",
+                sb / n,
+                sf / n,
+                sp / n,
+                ss / n
+            );
+            println!(
+                "(model {}, K = {}, N = {}, p = {}; files and side-by-side PNGs in {})",
+                model.entry.name,
+                cfg.k,
+                cfg.algorithm.tokens(),
+                cfg.algorithm.p(),
+                output.display()
+            );
         }
         Command::Inspect { file, json } => {
-            let tf = TokenFile::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let tf =
+                TokenFile::read(&file).with_context(|| format!("reading {}", file.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&tf)?);
             } else {
@@ -393,7 +530,11 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Models { json } => {
-            let rows: Vec<(zoo::ModelEntry, bool)> = zoo::entries().into_iter().map(|e| (e.available(None), e)).map(|(a, e)| (e, a)).collect();
+            let rows: Vec<(zoo::ModelEntry, bool)> = zoo::entries()
+                .into_iter()
+                .map(|e| (e.available(None), e))
+                .map(|(a, e)| (e, a))
+                .collect();
             if json {
                 let v: Vec<serde_json::Value> = rows
                     .iter()
@@ -405,14 +546,34 @@ fn run(cli: Cli) -> Result<()> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("{:<22} {:<5} {:<10} description", "model", "family", "weights");
+                println!(
+                    "{:<22} {:<5} {:<10} description",
+                    "model", "family", "weights"
+                );
                 for (e, a) in &rows {
-                    let default = if e.name == zoo::default_model() { " (default)" } else { "" };
-                    println!("{:<22} {:<6} {:<10} {}{default}", e.name, e.family.to_string(), if *a { "present" } else { "missing" }, e.description);
+                    let default = if e.name == zoo::default_model() {
+                        " (default)"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "{:<22} {:<6} {:<10} {}{default}",
+                        e.name,
+                        e.family.to_string(),
+                        if *a { "present" } else { "missing" },
+                        e.description
+                    );
                 }
             }
         }
-        Command::Sample { model, n, output, seed, steps, run } => {
+        Command::Sample {
+            model,
+            n,
+            output,
+            seed,
+            steps,
+            run,
+        } => {
             let model = load_model(&model)?;
             let dev = device(&run.device)?;
             let pb = progress(&run, 0, "sample");
@@ -420,7 +581,12 @@ fn run(cli: Cli) -> Result<()> {
             let cols = (n as f64).sqrt().ceil() as usize;
             let grid = Image::grid(&images, cols)?;
             grid.save_png(&output)?;
-            println!("{} ({} samples of {})", output.display(), n, model.entry.name);
+            println!(
+                "{} ({} samples of {})",
+                output.display(),
+                n,
+                model.entry.name
+            );
         }
     }
     Ok(())

@@ -46,10 +46,12 @@ pub struct Settings {
     pub grid_rho: Option<f64>,
     /// Algorithm 2: number of intervals P.
     pub intervals: u32,
-    /// Algorithm 2: smallest jump, as a fraction of T_s (continuous) or in steps (DDPM).
-    pub dt_min: f64,
-    /// Algorithm 2: largest jump as a fraction of T_s (continuous; DDPM uses Δ_min + P).
-    pub dt_max: f64,
+    /// Algorithm 2: smallest jump, as a fraction of T_s (continuous, default 0.02) or in
+    /// integer steps (DDPM, default 2).
+    pub dt_min: Option<f64>,
+    /// Algorithm 2: largest jump as a fraction of T_s (continuous, default 0.3; DDPM uses
+    /// Δ_min + P).
+    pub dt_max: Option<f64>,
     /// Algorithm 2: σ_max of the repeat weights (eqs. 10, 13).
     pub sigma_max: f64,
     /// Algorithm 2: ρ of the repeat weights.
@@ -75,8 +77,8 @@ impl Default for Settings {
             t_end: None,
             grid_rho: None,
             intervals: 4,
-            dt_min: 0.02,
-            dt_max: 0.3,
+            dt_min: None,
+            dt_max: None,
             sigma_max: 10.0,
             rho: 7.0,
             init: InitKind::I1,
@@ -90,8 +92,10 @@ impl Default for Settings {
 impl Settings {
     /// Reads a profile file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read profile {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("profile {} is not a valid settings file", path.display()))
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read profile {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("profile {} is not a valid settings file", path.display()))
     }
 
     /// The family's default starting time: T_s for p = 0 (small, SPEC 8), T_r = max time for
@@ -111,8 +115,14 @@ impl Settings {
     pub fn to_config(&self, family: Family, marginal: &Marginal) -> Result<Config> {
         ensure!(self.k >= 2, "K must be at least 2, found {}", self.k);
         ensure!(self.n >= 1, "N must be at least 1");
-        ensure!((0.0..1.0).contains(&self.p), "p must be in [0, 1), found {} (p = 1 is a pure ODE step and carries no information)", self.p);
-        let t_start = self.t_start.unwrap_or_else(|| self.default_t_start(family, marginal));
+        ensure!(
+            (0.0..1.0).contains(&self.p),
+            "p must be in [0, 1), found {} (p = 1 is a pure ODE step and carries no information)",
+            self.p
+        );
+        let t_start = self
+            .t_start
+            .unwrap_or_else(|| self.default_t_start(family, marginal));
         ensure!(
             t_start > marginal.clean_time() && t_start <= marginal.max_time(),
             "the starting time {t_start} is outside the {family} model's range (0, {}]",
@@ -123,15 +133,48 @@ impl Settings {
                 Family::Edm | Family::Cm => 0.002,
                 _ => 0.0,
             });
-            Algorithm::Stochastic { p: self.p, n: self.n, t_start, t_end, rho: self.grid_rho.unwrap_or(default_grid_rho(family)) }
+            Algorithm::Stochastic {
+                p: self.p,
+                n: self.n,
+                t_start,
+                t_end,
+                rho: self.grid_rho.unwrap_or(default_grid_rho(family)),
+            }
         } else {
             ensure!(self.intervals >= 1, "at least one interval (P ≥ 1)");
             let schedule = if marginal.is_discrete() {
-                ensure!(self.dt_min >= 1.0 && self.dt_min.fract() == 0.0, "DDPM needs an integer Δ_min ≥ 1, found {}", self.dt_min);
-                discrete_intervals(self.n, self.intervals as usize, self.dt_min as u32, self.sigma_max, self.rho)
+                let dt_min = self.dt_min.unwrap_or(2.0);
+                ensure!(
+                    dt_min >= 1.0 && dt_min.fract() == 0.0,
+                    "DDPM needs an integer Δ_min ≥ 1, found {dt_min}"
+                );
+                ensure!(
+                    dt_min + self.intervals as f64 <= t_start + 1.0,
+                    "DDPM jumps up to Δ_min + P = {} exceed T_s + 1 = {}",
+                    dt_min + self.intervals as f64,
+                    t_start + 1.0
+                );
+                discrete_intervals(
+                    self.n,
+                    self.intervals as usize,
+                    dt_min as u32,
+                    self.sigma_max,
+                    self.rho,
+                )
             } else {
-                ensure!(0.0 < self.dt_min && self.dt_min <= self.dt_max, "need 0 < dt_min ≤ dt_max (fractions of T_s), found {} and {}", self.dt_min, self.dt_max);
-                continuous_intervals(self.n, self.intervals as usize, self.dt_min * t_start, self.dt_max * t_start, self.sigma_max, self.rho)
+                let (dt_min, dt_max) = (self.dt_min.unwrap_or(0.02), self.dt_max.unwrap_or(0.3));
+                ensure!(
+                    0.0 < dt_min && dt_min <= dt_max && dt_max <= 1.0,
+                    "need 0 < dt_min ≤ dt_max ≤ 1 (fractions of T_s), found {dt_min} and {dt_max}"
+                );
+                continuous_intervals(
+                    self.n,
+                    self.intervals as usize,
+                    dt_min * t_start,
+                    dt_max * t_start,
+                    self.sigma_max,
+                    self.rho,
+                )
             };
             Algorithm::Resample { t_start, schedule }
         };
@@ -140,7 +183,10 @@ impl Settings {
             InitKind::I2 => Init::Reference(Reference::Zeros),
             InitKind::I3 => {
                 ensure!(self.k0 >= 2, "I3 needs K0 ≥ 2");
-                Init::ClosestNoise { reference: Reference::Zeros, candidates: self.k0 }
+                Init::ClosestNoise {
+                    reference: Reference::Zeros,
+                    candidates: self.k0,
+                }
             }
         };
         let mut sampler = Sampler::default_for(family);
@@ -150,6 +196,13 @@ impl Settings {
             }
             sampler.steps = steps;
         }
-        Ok(Config { k: self.k, seed: self.seed, algorithm, mixing: self.mixing, init, sampler })
+        Ok(Config {
+            k: self.k,
+            seed: self.seed,
+            algorithm,
+            mixing: self.mixing,
+            init,
+            sampler,
+        })
     }
 }
