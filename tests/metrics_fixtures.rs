@@ -307,3 +307,119 @@ fn lpips_vgg_matches_reference() {
         "lpips_vgg.safetensors",
     );
 }
+
+#[test]
+fn fid_inception_matches_pytorch_fid() {
+    use gddcm::metrics::inception::FidInception;
+    let path = fixture_path("fid_inception_v3.safetensors");
+    let net = FidInception::load(&path).unwrap();
+    let m = load("fid_inception_v3.safetensors");
+    let x = get(&m, "in.images");
+    // Intermediate activations: per-channel means of every named module.
+    let mut worst: Vec<(String, f64)> = Vec::new();
+    let out = net
+        .forward_with_taps(x, &mut |name, t| {
+            if name == "input" {
+                let got = t.narrow(0, 0, 1).unwrap().narrow(1, 0, 1).unwrap();
+                let want = get(&m, "dbg.resized_input.img0");
+                let d = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+                worst.push((name.into(), d.to_scalar::<f32>().unwrap() as f64));
+                return Ok(());
+            }
+            if let Some(want) = m.get(&format!("dbg.{name}.chanmean")) {
+                let got = t.mean((2, 3)).unwrap();
+                let d = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+                worst.push((name.into(), d.to_scalar::<f32>().unwrap() as f64));
+            }
+            Ok(())
+        })
+        .unwrap();
+    eprintln!("per-module max abs diff: {worst:?}");
+    assert!(worst[0].1 < 1e-5, "resize: {worst:?}");
+    assert!(worst.len() >= 15, "{worst:?}");
+    assert!(worst.iter().all(|(_, d)| *d < 1e-3), "{worst:?}");
+    assert_close_f32("pool3", &out.pool3, get(&m, "out.pool3"), 1e-3);
+    assert_close_f32("logits", &out.logits, get(&m, "out.logits"), 5e-4);
+    assert_close_f32(
+        "logits_unbiased",
+        &out.logits_unbiased,
+        get(&m, "out.logits_unbiased"),
+        5e-4,
+    );
+    // The u8 route gives the same features (images_u8 / 255 == images).
+    let u8s = get(&m, "in.images_u8");
+    let all: Vec<u8> = u8s.flatten_all().unwrap().to_vec1().unwrap();
+    let ims: Vec<ImageU8> = all
+        .chunks(3 * 32 * 32)
+        .map(|c| ImageU8::from_chw(3, 32, 32, c.to_vec()).unwrap())
+        .collect();
+    let (pool4, logits4) = net.features_of_images(&ims, 2).unwrap();
+    assert_close("pool3 from u8", &pool4, &f64s(get(&m, "out.pool3")), 1e-3);
+    assert_close(
+        "logits_unbiased from u8",
+        &logits4,
+        &f64s(get(&m, "out.logits_unbiased")),
+        5e-4,
+    );
+    // FID of a set with itself is ~0 (4 samples: rank-deficient covariance).
+    let s = fid::FeatureStats::from_features(&pool4, 4, 2048).unwrap();
+    let d = fid::frechet_distance(&s, &s).unwrap();
+    assert!(d.abs() < 1e-8, "FID(a, a) = {d}");
+    let (is_mean, is_std) = fid::inception_score(&logits4, 4, 1008, 2).unwrap();
+    assert!(is_mean >= 1.0 && is_std.is_finite(), "{is_mean} {is_std}");
+}
+
+#[test]
+fn missing_weights_name_the_file() {
+    use gddcm::metrics::{inception::FidInception, lpips, MetricsError};
+    let dir = tempfile::tempdir().unwrap();
+    // Either the real file is installed on this machine, or the error names it.
+    match FidInception::from_weight_dirs(Some(dir.path())) {
+        Ok(_) => {}
+        Err(MetricsError::MissingWeights(m)) => {
+            let msg = m.to_string();
+            assert!(
+                msg.contains("pt_inception-2015-12-05-6726825d.pth"),
+                "{msg}"
+            );
+            assert!(
+                msg.contains(
+                    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+                ),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("unexpected error {e}"),
+    }
+    for (net, file, url) in [
+        (
+            lpips::LpipsNet::Alex,
+            "alexnet-owt-7be5be79.pth",
+            "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        ),
+        (
+            lpips::LpipsNet::Vgg,
+            "vgg16-397923af.pth",
+            "https://download.pytorch.org/models/vgg16-397923af.pth",
+        ),
+    ] {
+        match lpips::Lpips::from_weight_dirs(net, Some(dir.path())) {
+            Ok(_) => {}
+            Err(MetricsError::MissingWeights(m)) => {
+                let msg = m.to_string();
+                // The trunk is looked up first; if it exists, the lpips heads are missing.
+                assert!(
+                    (msg.contains(file) && msg.contains(url))
+                        || msg.contains("lpips/weights/v0.1/"),
+                    "{msg}"
+                );
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    // A file that is not a checkpoint is a clear error, not a panic.
+    let bogus = dir.path().join("pt_inception-2015-12-05-6726825d.pth");
+    std::fs::write(&bogus, b"not a zip").unwrap();
+    let err = FidInception::load(&bogus).unwrap_err().to_string();
+    assert!(err.contains("pt_inception"), "{err}");
+}
