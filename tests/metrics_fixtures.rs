@@ -353,19 +353,21 @@ fn fid_inception_matches_pytorch_fid() {
         .chunks(3 * 32 * 32)
         .map(|c| ImageU8::from_chw(3, 32, 32, c.to_vec()).unwrap())
         .collect();
-    let (pool4, logits4) = net.features_of_images(&ims, 2).unwrap();
-    assert_close("pool3 from u8", &pool4, &f64s(get(&m, "out.pool3")), 1e-3);
-    assert_close(
-        "logits_unbiased from u8",
-        &logits4,
-        &f64s(get(&m, "out.logits_unbiased")),
-        5e-4,
-    );
+    // The u8 route (images_u8 / 255 == images) in batches of 2: the FID statistics' mean
+    // equals the mean of the reference pool3 rows.
+    let st = net.image_set_stats(&ims, 2, 2).unwrap();
+    let want_pool = f64s(get(&m, "out.pool3"));
+    let want_mu: Vec<f64> = (0..2048)
+        .map(|j| (0..4).map(|i| want_pool[i * 2048 + j]).sum::<f64>() / 4.0)
+        .collect();
+    assert_close("pool3 mean from u8", &st.stats.mu, &want_mu, 1e-3);
     // FID of a set with itself is ~0 (4 samples: rank-deficient covariance).
-    let s = fid::FeatureStats::from_features(&pool4, 4, 2048).unwrap();
-    let d = fid::frechet_distance(&s, &s).unwrap();
+    let d = fid::frechet_distance(&st.stats, &st.stats).unwrap();
     assert!(d.abs() < 1e-8, "FID(a, a) = {d}");
-    let (is_mean, is_std) = fid::inception_score(&logits4, 4, 1008, 2).unwrap();
+    // Inception Score from the reference unbiased logits equals the one of the port.
+    let want_is = fid::inception_score(&f64s(get(&m, "out.logits_unbiased")), 4, 1008, 2).unwrap();
+    let (is_mean, is_std) = st.inception_score;
+    assert!((is_mean - want_is.0).abs() < 1e-4 && (is_std - want_is.1).abs() < 1e-4);
     assert!(is_mean >= 1.0 && is_std.is_finite(), "{is_mean} {is_std}");
 }
 

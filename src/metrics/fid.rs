@@ -55,8 +55,7 @@ impl FeatureStats {
         let x = DMatrix::from_row_slice(n, dim, features);
         let mu: Vec<f64> = (0..dim).map(|j| x.column(j).sum() / n as f64).collect();
         let mut xc = x;
-        for j in 0..dim {
-            let m = mu[j];
+        for (j, &m) in mu.iter().enumerate() {
             xc.column_mut(j).iter_mut().for_each(|v| *v -= m);
         }
         let cov = xc.tr_mul(&xc) / (n as f64 - 1.0);
