@@ -13,6 +13,7 @@
 pub mod fid;
 pub mod image;
 pub mod inception;
+pub mod legacy_pth;
 pub mod lpips;
 pub mod ssim;
 pub mod standin;
