@@ -8,7 +8,7 @@
 //! then for every key in that order an 8-byte little-endian element count followed by the raw
 //! little-endian data. Storages are located once when the file is opened and read on demand.
 
-use candle_core::pickle::{Object, Stack};
+use candle_core::pickle::Object;
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -125,14 +125,224 @@ fn tensor_info(obj: &Object) -> Option<Info> {
     })
 }
 
+/// A small pickle interpreter for the opcodes `torch.save` emits with protocol 2, from
+/// Python 3 and Python 2 (byte strings) alike. It produces candle's pickle [`Object`]s.
+/// `collections.OrderedDict()` becomes an empty dict; other classes are kept symbolic.
 fn read_pickle<R: BufRead>(r: &mut R) -> Result<Object, String> {
-    let mut stack = Stack::empty();
-    stack
-        .read_loop(r)
-        .map_err(|e| err(format!("cannot parse pickle: {e}")))?;
-    stack
-        .finalize()
-        .map_err(|e| err(format!("cannot parse pickle: {e}")))
+    fn rd<R: Read>(r: &mut R, n: usize) -> Result<Vec<u8>, String> {
+        let mut b = vec![0u8; n];
+        r.read_exact(&mut b)
+            .map_err(|e| err(format!("truncated pickle: {e}")))?;
+        Ok(b)
+    }
+    fn u32le<R: Read>(r: &mut R) -> Result<u32, String> {
+        let b = rd(r, 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn line<R: BufRead>(r: &mut R) -> Result<String, String> {
+        let mut v = Vec::new();
+        r.read_until(b'\n', &mut v)
+            .map_err(|e| err(format!("truncated pickle: {e}")))?;
+        if v.pop() != Some(b'\n') {
+            return Err(err("truncated pickle"));
+        }
+        Ok(String::from_utf8_lossy(&v).into_owned())
+    }
+    let mut stack: Vec<Object> = Vec::new();
+    let mut marks: Vec<usize> = Vec::new();
+    let mut memo: HashMap<u32, Object> = HashMap::new();
+    let pop = |stack: &mut Vec<Object>| stack.pop().ok_or_else(|| err("pickle stack underflow"));
+    let pop_mark =
+        |stack: &mut Vec<Object>, marks: &mut Vec<usize>| -> Result<Vec<Object>, String> {
+            let m = marks.pop().ok_or_else(|| err("pickle mark missing"))?;
+            if m > stack.len() {
+                return Err(err("pickle mark beyond stack"));
+            }
+            Ok(stack.split_off(m))
+        };
+    loop {
+        let op = rd(r, 1)?[0];
+        match op {
+            0x80 => {
+                rd(r, 1)?; // PROTO
+            }
+            b'.' => return pop(&mut stack), // STOP
+            b'c' => {
+                let module_name = line(r)?;
+                let class_name = line(r)?;
+                stack.push(Object::Class {
+                    module_name,
+                    class_name,
+                });
+            }
+            b'q' => {
+                let i = rd(r, 1)?[0] as u32;
+                memo.insert(i, stack.last().cloned().ok_or_else(|| err("empty stack"))?);
+            }
+            b'r' => {
+                let i = u32le(r)?;
+                memo.insert(i, stack.last().cloned().ok_or_else(|| err("empty stack"))?);
+            }
+            b'h' | b'j' => {
+                let i = if op == b'h' {
+                    rd(r, 1)?[0] as u32
+                } else {
+                    u32le(r)?
+                };
+                stack.push(
+                    memo.get(&i)
+                        .cloned()
+                        .ok_or_else(|| err("pickle memo miss"))?,
+                );
+            }
+            b'(' => marks.push(stack.len()),
+            b't' => {
+                let v = pop_mark(&mut stack, &mut marks)?;
+                stack.push(Object::Tuple(v));
+            }
+            b')' => stack.push(Object::Tuple(vec![])),
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                if stack.len() < n {
+                    return Err(err("pickle stack underflow"));
+                }
+                let v = stack.split_off(stack.len() - n);
+                stack.push(Object::Tuple(v));
+            }
+            b']' => stack.push(Object::List(vec![])),
+            b'l' => {
+                let v = pop_mark(&mut stack, &mut marks)?;
+                stack.push(Object::List(v));
+            }
+            b'}' => stack.push(Object::Dict(vec![])),
+            b'd' => {
+                let v = pop_mark(&mut stack, &mut marks)?;
+                let mut it = v.into_iter();
+                let mut d = Vec::new();
+                while let (Some(k), Some(val)) = (it.next(), it.next()) {
+                    d.push((k, val));
+                }
+                stack.push(Object::Dict(d));
+            }
+            b'a' => {
+                let v = pop(&mut stack)?;
+                match stack.last_mut() {
+                    Some(Object::List(l)) => l.push(v),
+                    _ => return Err(err("APPEND to a non-list")),
+                }
+            }
+            b'e' => {
+                let v = pop_mark(&mut stack, &mut marks)?;
+                match stack.last_mut() {
+                    Some(Object::List(l)) => l.extend(v),
+                    _ => return Err(err("APPENDS to a non-list")),
+                }
+            }
+            b's' => {
+                let v = pop(&mut stack)?;
+                let k = pop(&mut stack)?;
+                match stack.last_mut() {
+                    Some(Object::Dict(d)) => d.push((k, v)),
+                    _ => return Err(err("SETITEM on a non-dict")),
+                }
+            }
+            b'u' => {
+                let v = pop_mark(&mut stack, &mut marks)?;
+                let mut it = v.into_iter();
+                let mut pairs = Vec::new();
+                while let (Some(k), Some(val)) = (it.next(), it.next()) {
+                    pairs.push((k, val));
+                }
+                match stack.last_mut() {
+                    Some(Object::Dict(d)) => d.extend(pairs),
+                    _ => return Err(err("SETITEMS on a non-dict")),
+                }
+            }
+            b'R' | 0x81 => {
+                // REDUCE / NEWOBJ
+                let args = pop(&mut stack)?;
+                let callable = pop(&mut stack)?;
+                let obj = match &callable {
+                    Object::Class {
+                        module_name,
+                        class_name,
+                    } if module_name == "collections"
+                        && (class_name == "OrderedDict" || class_name == "defaultdict") =>
+                    {
+                        Object::Dict(vec![])
+                    }
+                    _ => Object::Reduce {
+                        callable: Box::new(callable),
+                        args: Box::new(args),
+                    },
+                };
+                stack.push(obj);
+            }
+            b'b' => {
+                // BUILD: an object's state. Dict state set on a dict (OrderedDict._metadata)
+                // is dropped; other objects keep it symbolically.
+                let state = pop(&mut stack)?;
+                let obj = pop(&mut stack)?;
+                stack.push(match obj {
+                    Object::Dict(d) => Object::Dict(d),
+                    o => Object::Build {
+                        callable: Box::new(o),
+                        args: Box::new(state),
+                    },
+                });
+            }
+            b'Q' => {
+                let pid = pop(&mut stack)?;
+                stack.push(Object::PersistentLoad(Box::new(pid)));
+            }
+            b'N' => stack.push(Object::None),
+            0x88 => stack.push(Object::Bool(true)),
+            0x89 => stack.push(Object::Bool(false)),
+            b'K' => stack.push(Object::Int(rd(r, 1)?[0] as i32)),
+            b'M' => {
+                let b = rd(r, 2)?;
+                stack.push(Object::Int(u16::from_le_bytes([b[0], b[1]]) as i32));
+            }
+            b'J' => stack.push(Object::Int(u32le(r)? as i32)),
+            0x8a => {
+                let n = rd(r, 1)?[0] as usize;
+                let b = rd(r, n)?;
+                if n > 8 {
+                    return Err(err("integer too large in pickle"));
+                }
+                let mut v: i64 = 0;
+                for (i, byte) in b.iter().enumerate() {
+                    v |= (*byte as i64) << (8 * i);
+                }
+                if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
+                    v -= 1i64 << (8 * n); // negative
+                }
+                stack.push(Object::Long(v));
+            }
+            b'G' => {
+                let b = rd(r, 8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&b);
+                stack.push(Object::Float(f64::from_be_bytes(a)));
+            }
+            b'X' | b'T' | b'U' => {
+                // BINUNICODE (py3 str), BINSTRING / SHORT_BINSTRING (py2 str).
+                let n = if op == b'U' {
+                    rd(r, 1)?[0] as usize
+                } else {
+                    u32le(r)? as usize
+                };
+                let b = rd(r, n)?;
+                stack.push(Object::Unicode(String::from_utf8_lossy(&b).into_owned()));
+            }
+            other => {
+                return Err(err(format!(
+                    "unsupported pickle opcode 0x{other:02x} (only protocol-2 torch.save files \
+                     are read)"
+                )))
+            }
+        }
+    }
 }
 
 impl LegacyPth {
