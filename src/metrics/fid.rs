@@ -161,7 +161,8 @@ pub fn frechet_distance_from_features(
 /// of `exp(E_x KL(p(y|x) ‖ p(y)))` over the groups.
 ///
 /// Which logits to pass is a convention: the original TensorFlow code and torch-fidelity use
-/// the 1008 Inception logits without the fc bias (`Inception::logits_unbiased`) over all
+/// the 1008 Inception logits without the fc bias
+/// ([`crate::metrics::inception::InceptionOutput::logits_unbiased`]) over all
 /// 1008 classes; some reimplementations keep only the first 1000. Use
 /// [`select_classes`] for the latter.
 pub fn inception_score(logits: &[f64], n: usize, k: usize, splits: usize) -> Result<(f64, f64)> {
@@ -221,6 +222,32 @@ pub fn inception_score(logits: &[f64], n: usize, k: usize, splits: usize) -> Res
     Ok((mean, var.sqrt()))
 }
 
+/// Which of the 1008 Inception logits the Inception Score uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsClasses {
+    /// All 1008 (the original improved-GAN code and torch-fidelity; the default).
+    #[default]
+    All1008,
+    /// Only the first 1000, as some reimplementations do.
+    First1000,
+}
+
+/// Inception Score of `n` rows of the 1008 unbiased Inception logits with the chosen class
+/// convention (see [`inception_score`]).
+pub fn inception_score_1008(
+    logits: &[f64],
+    n: usize,
+    classes: IsClasses,
+    splits: usize,
+) -> Result<(f64, f64)> {
+    match classes {
+        IsClasses::All1008 => inception_score(logits, n, 1008, splits),
+        IsClasses::First1000 => {
+            inception_score(&select_classes(logits, n, 1008, 1000)?, n, 1000, splits)
+        }
+    }
+}
+
 /// Keeps the first `keep` of `k` columns of `n` row-major logit rows.
 pub fn select_classes(logits: &[f64], n: usize, k: usize, keep: usize) -> Result<Vec<f64>> {
     if keep == 0 || keep > k || logits.len() != n * k {
@@ -278,6 +305,13 @@ mod tests {
         assert!((m - 4.0).abs() < 1e-9, "{m}");
         assert!(inception_score(&l, 4, 4, 5).is_err());
         assert!(inception_score(&l, 4, 3, 1).is_err());
+        // Class selection: a 1008-wide row whose mass sits in the last 8 classes.
+        let mut wide = vec![0.0; 2 * 1008];
+        wide[1007] = 50.0;
+        wide[1008] = 50.0;
+        let (all, _) = inception_score_1008(&wide, 2, IsClasses::All1008, 1).unwrap();
+        let (first, _) = inception_score_1008(&wide, 2, IsClasses::First1000, 1).unwrap();
+        assert!(all > 1.9 && first < all, "{all} {first}");
     }
 
     #[test]
