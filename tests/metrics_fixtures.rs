@@ -307,3 +307,173 @@ fn lpips_vgg_matches_reference() {
         "lpips_vgg.safetensors",
     );
 }
+
+#[test]
+fn fid_inception_matches_pytorch_fid() {
+    use gddcm::metrics::inception::FidInception;
+    let path = fixture_path("fid_inception_v3.safetensors");
+    let net = FidInception::load(&path).unwrap();
+    let m = load("fid_inception_v3.safetensors");
+    let x = get(&m, "in.images");
+    // Intermediate activations: per-channel means of every named module.
+    let mut worst: Vec<(String, f64)> = Vec::new();
+    let out = net
+        .forward_with_taps(x, &mut |name, t| {
+            if name == "input" {
+                let got = t.narrow(0, 0, 1).unwrap().narrow(1, 0, 1).unwrap();
+                let want = get(&m, "dbg.resized_input.img0");
+                let d = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+                worst.push((name.into(), d.to_scalar::<f32>().unwrap() as f64));
+                return Ok(());
+            }
+            if let Some(want) = m.get(&format!("dbg.{name}.chanmean")) {
+                let got = t.mean((2, 3)).unwrap();
+                let d = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+                worst.push((name.into(), d.to_scalar::<f32>().unwrap() as f64));
+            }
+            Ok(())
+        })
+        .unwrap();
+    eprintln!("per-module max abs diff: {worst:?}");
+    assert!(worst[0].1 < 1e-5, "resize: {worst:?}");
+    assert!(worst.len() >= 15, "{worst:?}");
+    assert!(worst.iter().all(|(_, d)| *d < 1e-3), "{worst:?}");
+    assert_close_f32("pool3", &out.pool3, get(&m, "out.pool3"), 1e-3);
+    assert_close_f32("logits", &out.logits, get(&m, "out.logits"), 5e-4);
+    assert_close_f32(
+        "logits_unbiased",
+        &out.logits_unbiased,
+        get(&m, "out.logits_unbiased"),
+        5e-4,
+    );
+    // The u8 route gives the same features (images_u8 / 255 == images).
+    let u8s = get(&m, "in.images_u8");
+    let all: Vec<u8> = u8s.flatten_all().unwrap().to_vec1().unwrap();
+    let ims: Vec<ImageU8> = all
+        .chunks(3 * 32 * 32)
+        .map(|c| ImageU8::from_chw(3, 32, 32, c.to_vec()).unwrap())
+        .collect();
+    // The u8 route (images_u8 / 255 == images) in batches of 2: the FID statistics' mean
+    // equals the mean of the reference pool3 rows.
+    let st = net.image_set_stats(&ims, 2, 2).unwrap();
+    let want_pool = f64s(get(&m, "out.pool3"));
+    let want_mu: Vec<f64> = (0..2048)
+        .map(|j| (0..4).map(|i| want_pool[i * 2048 + j]).sum::<f64>() / 4.0)
+        .collect();
+    assert_close("pool3 mean from u8", &st.stats.mu, &want_mu, 1e-3);
+    // FID of a set with itself is ~0 (4 samples: rank-deficient covariance).
+    let d = fid::frechet_distance(&st.stats, &st.stats).unwrap();
+    assert!(d.abs() < 1e-8, "FID(a, a) = {d}");
+    // Inception Score from the reference unbiased logits equals the one of the port.
+    let want_is = fid::inception_score(&f64s(get(&m, "out.logits_unbiased")), 4, 1008, 2).unwrap();
+    let (is_mean, is_std) = st.inception_score;
+    assert!((is_mean - want_is.0).abs() < 1e-4 && (is_std - want_is.1).abs() < 1e-4);
+    assert!(is_mean >= 1.0 && is_std.is_finite(), "{is_mean} {is_std}");
+}
+
+#[test]
+fn missing_weights_name_the_file() {
+    use gddcm::metrics::{inception::FidInception, lpips, MetricsError};
+    let dir = tempfile::tempdir().unwrap();
+    // Either the real file is installed on this machine, or the error names it.
+    match FidInception::from_weight_dirs(Some(dir.path())) {
+        Ok(_) => {}
+        Err(MetricsError::MissingWeights(m)) => {
+            let msg = m.to_string();
+            assert!(
+                msg.contains("pt_inception-2015-12-05-6726825d.pth"),
+                "{msg}"
+            );
+            assert!(
+                msg.contains(
+                    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+                ),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("unexpected error {e}"),
+    }
+    for (net, file, url) in [
+        (
+            lpips::LpipsNet::Alex,
+            "alexnet-owt-7be5be79.pth",
+            "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        ),
+        (
+            lpips::LpipsNet::Vgg,
+            "vgg16-397923af.pth",
+            "https://download.pytorch.org/models/vgg16-397923af.pth",
+        ),
+    ] {
+        match lpips::Lpips::from_weight_dirs(net, Some(dir.path())) {
+            Ok(_) => {}
+            Err(MetricsError::MissingWeights(m)) => {
+                let msg = m.to_string();
+                // The trunk is looked up first; if it exists, the lpips heads are missing.
+                assert!(
+                    (msg.contains(file) && msg.contains(url))
+                        || msg.contains("lpips/weights/v0.1/"),
+                    "{msg}"
+                );
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    // A file that is not a checkpoint is a clear error, not a panic.
+    let bogus = dir.path().join("pt_inception-2015-12-05-6726825d.pth");
+    std::fs::write(&bogus, b"not a zip").unwrap();
+    let err = FidInception::load(&bogus).unwrap_err().to_string();
+    assert!(err.contains("pt_inception"), "{err}");
+}
+
+/// A tiny checkpoint written by `torch.save(sd, f, _use_new_zipfile_serialization=False)`
+/// (torch 2.x, legacy format) for
+/// `sd = OrderedDict(a.weight=arange(6.).reshape(2,3), b=tensor([0.5,-1,2,3], float16),
+/// c=sd['a.weight'][1] (a view), n=tensor(7))`.
+const LEGACY_PTH_HEX: &str = concat!(
+    "80028a0a6cfc9c46f9206aa850192e80024de9032e80027d710028581000000070726f746f636f6c5f76657273696f6e",
+    "71014de903580d0000006c6974746c655f656e6469616e710288580a000000747970655f73697a657371037d71042858",
+    "0500000073686f727471054b025803000000696e7471064b0458040000006c6f6e6771074b0475752e800263636f6c6c",
+    "656374696f6e730a4f726465726564446963740a710029527101285808000000612e776569676874710263746f726368",
+    "2e5f7574696c730a5f72656275696c645f74656e736f725f76320a71032828580700000073746f72616765710463746f",
+    "7263680a466c6f617453746f726167650a7105580e000000393339393135383837363936363471065803000000637075",
+    "71074b064e747108514b004b024b038671094b034b0186710a8968002952710b74710c52710d580100000062710e6803",
+    "2828680463746f7263680a48616c6653746f726167650a710f580e000000393339393134373235303339363871106807",
+    "4b044e747111514b004b048571124b018571138968002952711474711552711658010000006371176803282868046805",
+    "580e0000003933393931353838373639363634711868074b064e747119514b034b0385711a4b0185711b896800295271",
+    "1c74711d52711e58010000006e711f68032828680463746f7263680a4c6f6e6753746f726167650a7120580e00000039",
+    "33393931343732353331323332712168074b014e747122514b00292989680029527123747124527125752e80025d7100",
+    "28580e00000039333939313437323530333936387101580e00000039333939313437323533313233327102580e000000",
+    "39333939313538383736393636347103652e0400000000000000003800bc004000420100000000000000070000000000",
+    "00000600000000000000000000000000803f0000004000004040000080400000a040",);
+
+#[test]
+fn legacy_torch_checkpoints_are_read() {
+    use gddcm::metrics::tensors::WeightFile;
+    let hex: String = LEGACY_PTH_HEX.to_string();
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("legacy.pth");
+    std::fs::write(&path, &bytes).unwrap();
+    let w = WeightFile::open(&path).unwrap();
+    let a = w.get("a.weight", &[2, 3]).unwrap();
+    assert_eq!(
+        a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        vec![0., 1., 2., 3., 4., 5.]
+    );
+    let b = w.get("b", &[4]).unwrap();
+    assert_eq!(b.to_vec1::<f32>().unwrap(), vec![0.5, -1.0, 2.0, 3.0]);
+    let c = w.get("c", &[3]).unwrap();
+    assert_eq!(c.to_vec1::<f32>().unwrap(), vec![3., 4., 5.]);
+    let n = w.get("n", &[]).unwrap();
+    assert_eq!(n.to_scalar::<f32>().unwrap(), 7.0);
+    assert!(w.try_get("missing").unwrap().is_none());
+    assert!(w.get("a.weight", &[3, 2]).is_err());
+    // Truncated files are errors, not panics.
+    std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
+    let r = WeightFile::open(&path).and_then(|w| w.get("n", &[]));
+    assert!(r.is_err());
+}

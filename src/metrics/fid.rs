@@ -55,8 +55,7 @@ impl FeatureStats {
         let x = DMatrix::from_row_slice(n, dim, features);
         let mu: Vec<f64> = (0..dim).map(|j| x.column(j).sum() / n as f64).collect();
         let mut xc = x;
-        for j in 0..dim {
-            let m = mu[j];
+        for (j, &m) in mu.iter().enumerate() {
             xc.column_mut(j).iter_mut().for_each(|v| *v -= m);
         }
         let cov = xc.tr_mul(&xc) / (n as f64 - 1.0);
@@ -90,21 +89,34 @@ impl FeatureStats {
 }
 
 /// `tr sqrt(S1 S2)` for symmetric positive semi-definite `S1`, `S2` via
-/// `Σ sqrt(λ(√S1 S2 √S1))`, eigenvalues clamped at 0.
+/// `Σ sqrt(λ(√S1 S2 √S1))`.
+///
+/// Eigenvalues below `dim · ε · max|λ|` (round-off level, including negative ones) are set to
+/// 0 in both decompositions. Without that, a rank-deficient covariance (fewer samples than
+/// dimensions) would add the square roots of thousands of round-off eigenvalues and give
+/// `FID(a, a) ≠ 0`; for full-rank inputs the change is far below the 1e-8 agreement with
+/// pytorch-fid.
 pub fn trace_sqrt_product(s1: &DMatrix<f64>, s2: &DMatrix<f64>) -> Result<f64> {
     let sym = |m: &DMatrix<f64>| (m + m.transpose()) * 0.5;
     let e1 = SymmetricEigen::try_new(sym(s1), f64::EPSILON, 0)
         .ok_or_else(|| MetricsError::Numerical("eigendecomposition of S1 failed".into()))?;
-    let sqrt_vals = DVector::from_iterator(
-        e1.eigenvalues.len(),
-        e1.eigenvalues.iter().map(|&l| l.max(0.0).sqrt()),
-    );
+    let sqrt_vals = DVector::from_vec(clamped(e1.eigenvalues.as_slice())).map(f64::sqrt);
     let q = &e1.eigenvectors;
     let r = q * DMatrix::from_diagonal(&sqrt_vals) * q.transpose();
     let m = sym(&(&r * s2 * &r));
     let e2 = SymmetricEigen::try_new(m, f64::EPSILON, 0)
         .ok_or_else(|| MetricsError::Numerical("eigendecomposition of √S1·S2·√S1 failed".into()))?;
-    Ok(e2.eigenvalues.iter().map(|&l| l.max(0.0).sqrt()).sum())
+    Ok(clamped(e2.eigenvalues.as_slice())
+        .into_iter()
+        .map(f64::sqrt)
+        .sum())
+}
+
+/// Eigenvalues with those at round-off level (or negative) set to 0.
+fn clamped(eig: &[f64]) -> Vec<f64> {
+    let max = eig.iter().fold(0.0f64, |m, l| m.max(l.abs()));
+    let tol = eig.len() as f64 * f64::EPSILON * max;
+    eig.iter().map(|&l| if l > tol { l } else { 0.0 }).collect()
 }
 
 /// Frechet distance between two Gaussians given by their statistics.
@@ -149,7 +161,8 @@ pub fn frechet_distance_from_features(
 /// of `exp(E_x KL(p(y|x) ‖ p(y)))` over the groups.
 ///
 /// Which logits to pass is a convention: the original TensorFlow code and torch-fidelity use
-/// the 1008 Inception logits without the fc bias (`Inception::logits_unbiased`) over all
+/// the 1008 Inception logits without the fc bias
+/// ([`crate::metrics::inception::InceptionOutput::logits_unbiased`]) over all
 /// 1008 classes; some reimplementations keep only the first 1000. Use
 /// [`select_classes`] for the latter.
 pub fn inception_score(logits: &[f64], n: usize, k: usize, splits: usize) -> Result<(f64, f64)> {
@@ -209,6 +222,32 @@ pub fn inception_score(logits: &[f64], n: usize, k: usize, splits: usize) -> Res
     Ok((mean, var.sqrt()))
 }
 
+/// Which of the 1008 Inception logits the Inception Score uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsClasses {
+    /// All 1008 (the original improved-GAN code and torch-fidelity; the default).
+    #[default]
+    All1008,
+    /// Only the first 1000, as some reimplementations do.
+    First1000,
+}
+
+/// Inception Score of `n` rows of the 1008 unbiased Inception logits with the chosen class
+/// convention (see [`inception_score`]).
+pub fn inception_score_1008(
+    logits: &[f64],
+    n: usize,
+    classes: IsClasses,
+    splits: usize,
+) -> Result<(f64, f64)> {
+    match classes {
+        IsClasses::All1008 => inception_score(logits, n, 1008, splits),
+        IsClasses::First1000 => {
+            inception_score(&select_classes(logits, n, 1008, 1000)?, n, 1000, splits)
+        }
+    }
+}
+
 /// Keeps the first `keep` of `k` columns of `n` row-major logit rows.
 pub fn select_classes(logits: &[f64], n: usize, k: usize, keep: usize) -> Result<Vec<f64>> {
     if keep == 0 || keep > k || logits.len() != n * k {
@@ -266,6 +305,13 @@ mod tests {
         assert!((m - 4.0).abs() < 1e-9, "{m}");
         assert!(inception_score(&l, 4, 4, 5).is_err());
         assert!(inception_score(&l, 4, 3, 1).is_err());
+        // Class selection: a 1008-wide row whose mass sits in the last 8 classes.
+        let mut wide = vec![0.0; 2 * 1008];
+        wide[1007] = 50.0;
+        wide[1008] = 50.0;
+        let (all, _) = inception_score_1008(&wide, 2, IsClasses::All1008, 1).unwrap();
+        let (first, _) = inception_score_1008(&wide, 2, IsClasses::First1000, 1).unwrap();
+        assert!(all > 1.9 && first < all, "{all} {first}");
     }
 
     #[test]

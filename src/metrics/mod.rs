@@ -9,10 +9,14 @@
 //!   Inception weights are not available. Their numbers are *not* FID.
 //! - [`weights`]: where the pretrained weight files are looked up, and what to tell users
 //!   when one is missing.
+//! - [`tensors`], [`legacy_pth`]: reading weights from safetensors and from PyTorch
+//!   checkpoints (zip format through `candle_core::pickle`, legacy pre-1.6 format here).
+//! - [`image`]: the [`ImageU8`] input type.
 
 pub mod fid;
 pub mod image;
 pub mod inception;
+pub mod legacy_pth;
 pub mod lpips;
 pub mod ssim;
 pub mod standin;

@@ -244,7 +244,7 @@ pub fn ssim_per_channel(
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     check_pair(x, y)?;
     let taps = cfg.window.taps();
-    if taps.len() % 2 == 0 || taps.is_empty() {
+    if taps.is_empty() || taps.len().is_multiple_of(2) {
         return invalid(format!(
             "SSIM window must have an odd size, got {}",
             taps.len()
@@ -344,16 +344,15 @@ pub fn ms_ssim_levels(x: &ImageU8, y: &ImageU8) -> Result<(f64, Vec<Vec<f64>>)> 
             x.w
         ));
     }
-    let mut levels = Vec::with_capacity(5);
     let mut per_channel = Vec::with_capacity(x.c);
     let (px, py) = (planes(x), planes(y));
-    let mut all_levels = vec![Vec::with_capacity(x.c); 5];
+    let mut levels: Vec<Vec<f64>> = vec![Vec::new(); 5];
     for (mut a, mut b) in px.into_iter().zip(py) {
         let mut prod = 1.0;
         for (lvl, &wt) in MS_SSIM_WEIGHTS.iter().enumerate() {
             let (s, cs) = ssim_cs_plane(&a, &b, &taps, false);
             let v = if lvl < 4 { cs.max(0.0) } else { s.max(0.0) };
-            all_levels[lvl].push(v);
+            levels[lvl].push(v);
             prod *= v.powf(wt as f64);
             if lvl < 4 {
                 a = avg_pool_2x2(&a);
@@ -362,9 +361,33 @@ pub fn ms_ssim_levels(x: &ImageU8, y: &ImageU8) -> Result<(f64, Vec<Vec<f64>>)> 
         }
         per_channel.push(prod);
     }
-    levels.extend(all_levels);
     let mean = per_channel.iter().sum::<f64>() / per_channel.len() as f64;
     Ok((mean, levels))
+}
+
+/// The pixel metrics of one image pair, as an evaluation reports them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PixelScores {
+    /// [`psnr`] in dB (`+inf` for identical images).
+    pub psnr: f64,
+    /// [`ssim`] (scikit-image Gaussian convention).
+    pub ssim: f64,
+    /// [`ms_ssim`], or `None` when the smaller side is 160 pixels or less.
+    pub ms_ssim: Option<f64>,
+}
+
+/// PSNR, SSIM and (when the image is large enough) MS-SSIM of one pair.
+pub fn pixel_scores(x: &ImageU8, y: &ImageU8) -> Result<PixelScores> {
+    let ms = if x.h.min(x.w) > 160 {
+        Some(ms_ssim(x, y)?)
+    } else {
+        None
+    };
+    Ok(PixelScores {
+        psnr: psnr(x, y)?,
+        ssim: ssim(x, y)?,
+        ms_ssim: ms,
+    })
 }
 
 #[cfg(test)]
@@ -384,6 +407,8 @@ mod tests {
         assert!((ssim(&a, &a).unwrap() - 1.0).abs() < 1e-12);
         assert!((ssim_skimage_default(&a, &a).unwrap() - 1.0).abs() < 1e-12);
         assert!(psnr(&a, &a).unwrap().is_infinite());
+        let s = pixel_scores(&a, &a).unwrap();
+        assert!(s.ms_ssim.is_none() && (s.ssim - 1.0).abs() < 1e-12);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Reading weight files: safetensors (the fixture layout, with or without a `w.` prefix) and
 //! PyTorch zip checkpoints (`.pth`, `.pt`, `.bin`) through `candle_core::pickle`.
 
+use super::legacy_pth::LegacyPth;
 use super::{MetricsError, Result};
 use candle_core::{pickle::PthTensors, DType, Device, Tensor};
 use std::collections::HashMap;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 enum Source {
     Safetensors(HashMap<String, Tensor>),
     Pth(Box<PthTensors>),
+    LegacyPth(Box<LegacyPth>),
 }
 
 /// An opened weight file. Tensors are fetched by their PyTorch `state_dict` key and converted
@@ -21,7 +23,8 @@ pub struct WeightFile {
 
 impl WeightFile {
     /// Opens `path`: files ending in `.safetensors` are read as safetensors, anything else as
-    /// a PyTorch zip checkpoint (torch >= 1.6 `torch.save` format).
+    /// a PyTorch checkpoint, either in the zip format (torch >= 1.6 `torch.save`) or in the
+    /// legacy format of older releases.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if !path.is_file() {
@@ -42,12 +45,21 @@ impl WeightFile {
                 }
             })?;
             Source::Safetensors(map)
+        } else if LegacyPth::is_legacy(&path) {
+            let pth = LegacyPth::open(&path).map_err(|e| MetricsError::BadWeights {
+                path: path.display().to_string(),
+                msg: format!(
+                    "cannot read legacy PyTorch checkpoint ({e}); convert it with \
+                     torch.save(torch.load(f), f2) or to safetensors"
+                ),
+            })?;
+            Source::LegacyPth(Box::new(pth))
         } else {
             let pth = PthTensors::new(&path, None).map_err(|e| MetricsError::BadWeights {
                 path: path.display().to_string(),
                 msg: format!(
-                    "cannot read as a PyTorch zip checkpoint ({e}); files written by \
-                     torch < 1.6 must be re-saved with a current torch.save"
+                    "not a safetensors file, nor a PyTorch checkpoint in the zip or \
+                     legacy format ({e})"
                 ),
             })?;
             Source::Pth(Box::new(pth))
@@ -67,6 +79,7 @@ impl WeightFile {
             Source::Pth(p) => p
                 .get(key)
                 .map_err(|e| self.bad(format!("reading {key}: {e}")))?,
+            Source::LegacyPth(p) => p.get(key).map_err(|e| self.bad(e))?,
         };
         match t {
             Some(t) => Ok(Some(t.to_dtype(DType::F32)?.contiguous()?)),

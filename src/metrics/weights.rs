@@ -47,12 +47,23 @@ impl WeightId {
         }
     }
 
-    /// Other names (relative paths) accepted inside a weight folder.
+    /// Other names (relative paths) accepted inside a weight folder: the lpips wheel's own
+    /// layout, and safetensors conversions (`<stem>.safetensors`) of every file.
     fn alt_names(self) -> &'static [&'static str] {
         match self {
-            WeightId::LpipsLinAlex => &["lpips/weights/v0.1/alex.pth", "v0.1/alex.pth"],
-            WeightId::LpipsLinVgg => &["lpips/weights/v0.1/vgg.pth", "v0.1/vgg.pth"],
-            _ => &[],
+            WeightId::FidInception => &["pt_inception-2015-12-05-6726825d.safetensors"],
+            WeightId::AlexNet => &["alexnet-owt-7be5be79.safetensors"],
+            WeightId::Vgg16 => &["vgg16-397923af.safetensors"],
+            WeightId::LpipsLinAlex => &[
+                "lpips/weights/v0.1/alex.pth",
+                "v0.1/alex.pth",
+                "lpips_v0.1_alex.safetensors",
+            ],
+            WeightId::LpipsLinVgg => &[
+                "lpips/weights/v0.1/vgg.pth",
+                "v0.1/vgg.pth",
+                "lpips_v0.1_vgg.safetensors",
+            ],
         }
     }
 
