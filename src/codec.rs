@@ -26,7 +26,7 @@ pub fn padding_for(model: &LoadedModel, h: usize, w: usize) -> Result<usize> {
         "model '{}' takes square images; this one is {w}×{h}",
         model.entry.name
     );
-    ensure!(h <= size && (size - h) % 2 == 0, "model '{}' takes {size}×{size} images (or smaller by an even margin, padded); this one is {w}×{h}", model.entry.name);
+    ensure!(h <= size && (size - h).is_multiple_of(2), "model '{}' takes {size}×{size} images (or smaller by an even margin, padded); this one is {w}×{h}", model.entry.name);
     Ok((size - h) / 2)
 }
 
