@@ -96,10 +96,7 @@ impl Codebooks {
     /// For each residual `r_b` (each of length `dim`), `argmax_{j<k} <C_i[j], r_b>`, ties to the
     /// smallest `j` (eq. 14, SPEC 2.4). Entries are generated once and shared by the batch.
     pub fn argmax(&self, stream: u32, i: u32, k: u32, residuals: &[&[f32]]) -> Vec<u32> {
-        assert!(
-            residuals.iter().all(|r| r.len() == self.dim),
-            "residual length must equal the codebook dimension"
-        );
+        assert!(residuals.iter().all(|r| r.len() == self.dim), "residual length must equal the codebook dimension");
         const BLOCK: u32 = 32;
         let nblocks = k.div_ceil(BLOCK);
         let best = (0..nblocks)
@@ -119,22 +116,11 @@ impl Codebooks {
                 best
             })
             .reduce_with(|a, b| {
-                a.into_iter()
-                    .zip(b)
-                    .map(|(x, y)| {
-                        if y.0 > x.0 || (y.0 == x.0 && y.1 < x.1) {
-                            y
-                        } else {
-                            x
-                        }
-                    })
-                    .collect()
+                a.into_iter().zip(b).map(|(x, y)| if y.0 > x.0 || (y.0 == x.0 && y.1 < x.1) { y } else { x }).collect()
             })
             .unwrap_or_default();
         // A NaN residual scores nothing: fall back to entry 0 so the stream stays decodable.
-        best.into_iter()
-            .map(|(_, j)| if j == u32::MAX { 0 } else { j })
-            .collect()
+        best.into_iter().map(|(_, j)| if j == u32::MAX { 0 } else { j }).collect()
     }
 }
 
@@ -166,9 +152,7 @@ mod tests {
         let cb = Codebooks::new(7, 10);
         let r: Vec<f32> = (0..10).map(|e| (e as f32 * 0.37).sin()).collect();
         let got = cb.argmax(STREAM_CODEBOOK, 3, 100, &[&r])[0];
-        let scores: Vec<f32> = (0..100)
-            .map(|j| dot(&cb.entry(STREAM_CODEBOOK, 3, j), &r))
-            .collect();
+        let scores: Vec<f32> = (0..100).map(|j| dot(&cb.entry(STREAM_CODEBOOK, 3, j), &r)).collect();
         let best = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         assert_eq!(got, scores.iter().position(|&s| s == best).unwrap() as u32);
         // A zero residual ties everything: the smallest index wins.

@@ -10,9 +10,7 @@ use crate::family::{Family, Precond};
 use crate::format as fmt;
 use crate::marginal::Mixing;
 use crate::schedule::Interval;
-use crate::tokenizer::{
-    Algorithm, Config, Init, Reference, Sampler, SamplerKind, Tokenizer, Tokens,
-};
+use crate::tokenizer::{Algorithm, Config, Init, Reference, Sampler, SamplerKind, Tokenizer, Tokens};
 use crate::zoo::{LoadedModel, Parameterization};
 
 /// Background value used to pad images up to the network's size (−1: black, as trained).
@@ -21,12 +19,12 @@ pub const PAD_VALUE: f32 = -1.0;
 /// Padding that centres an `h × w` image in the model's square input, if it fits evenly.
 pub fn padding_for(model: &LoadedModel, h: usize, w: usize) -> Result<usize> {
     let size = model.entry.size;
+    ensure!(h == w, "model '{}' takes square images; this one is {w}×{h}", model.entry.name);
     ensure!(
-        h == w,
-        "model '{}' takes square images; this one is {w}×{h}",
+        h <= size && (size - h).is_multiple_of(2),
+        "model '{}' takes {size}×{size} images (or smaller by an even margin, padded); this one is {w}×{h}",
         model.entry.name
     );
-    ensure!(h <= size && (size - h).is_multiple_of(2), "model '{}' takes {size}×{size} images (or smaller by an even margin, padded); this one is {w}×{h}", model.entry.name);
     Ok((size - h) / 2)
 }
 
@@ -42,14 +40,8 @@ fn family_tag(f: Family) -> fmt::Family {
 /// The model identity a token file records.
 pub fn identity(model: &LoadedModel) -> fmt::ModelIdentity {
     let (parameterization, schedule) = match model.entry.parameterization {
-        Parameterization::DdpmEpsilon => (
-            fmt::Parameterization::Eps,
-            fmt::MarginalSchedule::DdpmLinear { t: 1000 },
-        ),
-        Parameterization::Velocity => (
-            fmt::Parameterization::Velocity,
-            fmt::MarginalSchedule::RfTau,
-        ),
+        Parameterization::DdpmEpsilon => (fmt::Parameterization::Eps, fmt::MarginalSchedule::DdpmLinear { t: 1000 }),
+        Parameterization::Velocity => (fmt::Parameterization::Velocity, fmt::MarginalSchedule::RfTau),
         Parameterization::Preconditioned(p) => (
             match p {
                 Precond::Edm { .. } => fmt::Parameterization::EdmPrecond,
@@ -70,32 +62,14 @@ pub fn identity(model: &LoadedModel) -> fmt::ModelIdentity {
 }
 
 /// The procedure block of a token file for `cfg`, with the I3 index `j0`.
-pub fn procedure(
-    cfg: &Config,
-    family: Family,
-    clip_x0: bool,
-    j0: Option<u32>,
-) -> Result<fmt::Procedure> {
+pub fn procedure(cfg: &Config, family: Family, clip_x0: bool, j0: Option<u32>) -> Result<fmt::Procedure> {
     let algorithm = match &cfg.algorithm {
-        Algorithm::Stochastic {
-            t_start,
-            t_end,
-            rho,
-            ..
-        } => fmt::Algorithm::Alg1 {
-            t_r: *t_start,
-            t_t: *t_end,
-            rho: *rho,
-        },
+        Algorithm::Stochastic { t_start, t_end, rho, .. } => {
+            fmt::Algorithm::Alg1 { t_r: *t_start, t_t: *t_end, rho: *rho }
+        }
         Algorithm::Resample { t_start, schedule } => fmt::Algorithm::Alg2 {
             t_s: *t_start,
-            schedule: schedule
-                .iter()
-                .map(|i| fmt::ScheduleEntry {
-                    delta: i.delta,
-                    repeats: i.repeats,
-                })
-                .collect(),
+            schedule: schedule.iter().map(|i| fmt::ScheduleEntry { delta: i.delta, repeats: i.repeats }).collect(),
         },
     };
     let x_ref = |r: &Reference| match r {
@@ -104,10 +78,7 @@ pub fn procedure(
     let init = match &cfg.init {
         Init::Noise => fmt::InitStrategy::I1,
         Init::Reference(r) => fmt::InitStrategy::I2 { x_ref: x_ref(r) },
-        Init::ClosestNoise {
-            reference,
-            candidates,
-        } => fmt::InitStrategy::I3 {
+        Init::ClosestNoise { reference, candidates } => fmt::InitStrategy::I3 {
             x_ref: x_ref(reference),
             k0: *candidates,
             j0: j0.context("an I3 initial point needs its chosen index")?,
@@ -115,26 +86,12 @@ pub fn procedure(
     };
     let s = &cfg.sampler;
     let sampler = match (s.kind, s.steps) {
-        (_, 0) => fmt::FinalSampler {
-            kind: fmt::SamplerKind::OneStep,
-            steps: 1,
-            rho: s.rho,
-        },
-        (SamplerKind::Heun, n) => fmt::FinalSampler {
-            kind: fmt::SamplerKind::Heun,
-            steps: n,
-            rho: s.rho,
-        },
-        (SamplerKind::Ddim, n) if family == Family::Rf => fmt::FinalSampler {
-            kind: fmt::SamplerKind::Euler,
-            steps: n,
-            rho: s.rho,
-        },
-        (SamplerKind::Ddim, n) => fmt::FinalSampler {
-            kind: fmt::SamplerKind::Ddim,
-            steps: n,
-            rho: s.rho,
-        },
+        (_, 0) => fmt::FinalSampler { kind: fmt::SamplerKind::OneStep, steps: 1, rho: s.rho },
+        (SamplerKind::Heun, n) => fmt::FinalSampler { kind: fmt::SamplerKind::Heun, steps: n, rho: s.rho },
+        (SamplerKind::Ddim, n) if family == Family::Rf => {
+            fmt::FinalSampler { kind: fmt::SamplerKind::Euler, steps: n, rho: s.rho }
+        }
+        (SamplerKind::Ddim, n) => fmt::FinalSampler { kind: fmt::SamplerKind::Ddim, steps: n, rho: s.rho },
     };
     Ok(fmt::Procedure {
         codebook_generator: fmt::CodebookGenerator::Philox4x32BoxMuller,
@@ -157,85 +114,45 @@ pub fn procedure(
 /// The tokenizer configuration a token file's procedure describes, and its I3 index.
 pub fn config_from(pr: &fmt::Procedure, family: Family) -> Result<(Config, Option<u32>)> {
     let algorithm = match &pr.algorithm {
-        fmt::Algorithm::Alg1 { t_r, t_t, rho } => Algorithm::Stochastic {
-            p: pr.p,
-            n: pr.n,
-            t_start: *t_r,
-            t_end: *t_t,
-            rho: *rho,
-        },
+        fmt::Algorithm::Alg1 { t_r, t_t, rho } => {
+            Algorithm::Stochastic { p: pr.p, n: pr.n, t_start: *t_r, t_end: *t_t, rho: *rho }
+        }
         fmt::Algorithm::Alg2 { t_s, schedule } => Algorithm::Resample {
             t_start: *t_s,
-            schedule: schedule
-                .iter()
-                .map(|e| Interval {
-                    delta: e.delta,
-                    repeats: e.repeats,
-                })
-                .collect(),
+            schedule: schedule.iter().map(|e| Interval { delta: e.delta, repeats: e.repeats }).collect(),
         },
     };
     let reference = |x: &fmt::XRef| match x {
         fmt::XRef::Zeros => Ok(Reference::Zeros),
-        fmt::XRef::DatasetMean => bail!(
-            "this file uses the dataset-mean reference image, which this model does not provide"
-        ),
+        fmt::XRef::DatasetMean => {
+            bail!("this file uses the dataset-mean reference image, which this model does not provide")
+        }
     };
     let (init, j0) = match &pr.init {
         fmt::InitStrategy::I1 => (Init::Noise, None),
         fmt::InitStrategy::I2 { x_ref } => (Init::Reference(reference(x_ref)?), None),
-        fmt::InitStrategy::I3 { x_ref, k0, j0 } => (
-            Init::ClosestNoise {
-                reference: reference(x_ref)?,
-                candidates: *k0,
-            },
-            Some(*j0),
-        ),
+        fmt::InitStrategy::I3 { x_ref, k0, j0 } => {
+            (Init::ClosestNoise { reference: reference(x_ref)?, candidates: *k0 }, Some(*j0))
+        }
     };
     // The sampler's last grid point before the clean time is fixed per family (SPEC 2.7).
     let t_end = Sampler::default_for(family).t_end;
     let f = &pr.sampler;
     let sampler = match f.kind {
-        fmt::SamplerKind::OneStep => Sampler {
-            kind: SamplerKind::Ddim,
-            steps: 0,
-            rho: f.rho,
-            t_end,
-        },
-        fmt::SamplerKind::Heun => Sampler {
-            kind: SamplerKind::Heun,
-            steps: f.steps,
-            rho: f.rho,
-            t_end,
-        },
-        fmt::SamplerKind::Ddim | fmt::SamplerKind::Euler => Sampler {
-            kind: SamplerKind::Ddim,
-            steps: f.steps,
-            rho: f.rho,
-            t_end,
-        },
+        fmt::SamplerKind::OneStep => Sampler { kind: SamplerKind::Ddim, steps: 0, rho: f.rho, t_end },
+        fmt::SamplerKind::Heun => Sampler { kind: SamplerKind::Heun, steps: f.steps, rho: f.rho, t_end },
+        fmt::SamplerKind::Ddim | fmt::SamplerKind::Euler => {
+            Sampler { kind: SamplerKind::Ddim, steps: f.steps, rho: f.rho, t_end }
+        }
     };
     let mixing = match pr.mixing {
         fmt::Mixing::SigmaBig => Mixing::BigSigma,
         fmt::Mixing::SigmaSmall => Mixing::SmallSigma,
     };
     if pr.dtype != fmt::ComputeDtype::F32 {
-        bail!(
-            "this file was made with {:?} compute; this decoder runs f32 only",
-            pr.dtype
-        );
+        bail!("this file was made with {:?} compute; this decoder runs f32 only", pr.dtype);
     }
-    Ok((
-        Config {
-            k: pr.k,
-            seed: pr.seed,
-            algorithm,
-            mixing,
-            init,
-            sampler,
-        },
-        j0,
-    ))
+    Ok((Config { k: pr.k, seed: pr.seed, algorithm, mixing, init, sampler }, j0))
 }
 
 fn clip_of(model: &LoadedModel) -> bool {
@@ -243,43 +160,18 @@ fn clip_of(model: &LoadedModel) -> bool {
 }
 
 /// Images of one size → a model-input batch tensor.
-fn batch_tensor(
-    model: &LoadedModel,
-    images: &[&Image],
-    device: &Device,
-) -> Result<(Tensor, usize)> {
+fn batch_tensor(model: &LoadedModel, images: &[&Image], device: &Device) -> Result<(Tensor, usize)> {
     let (h, w) = (images[0].height, images[0].width);
-    ensure!(
-        images.iter().all(|i| (i.height, i.width) == (h, w)),
-        "a batch must hold images of one size"
-    );
+    ensure!(images.iter().all(|i| (i.height, i.width) == (h, w)), "a batch must hold images of one size");
     let pad = padding_for(model, h, w)?;
     let (c, s) = (model.entry.channels, model.entry.size);
-    let data: Vec<f32> = images
-        .iter()
-        .flat_map(|i| i.to_model(pad, PAD_VALUE))
-        .collect();
-    Ok((
-        Tensor::from_vec(data, (images.len(), c, s, s), device)?,
-        pad,
-    ))
+    let data: Vec<f32> = images.iter().flat_map(|i| i.to_model(pad, PAD_VALUE)).collect();
+    Ok((Tensor::from_vec(data, (images.len(), c, s, s), device)?, pad))
 }
 
-fn tensor_images(
-    x: &Tensor,
-    channels: usize,
-    h: usize,
-    w: usize,
-    pad: usize,
-) -> Result<Vec<Image>> {
-    let rows = x
-        .flatten_from(1)?
-        .to_dtype(candle_core::DType::F32)?
-        .to_vec2::<f32>()?;
-    Ok(rows
-        .iter()
-        .map(|r| Image::from_model(r, channels, h, w, pad))
-        .collect())
+fn tensor_images(x: &Tensor, channels: usize, h: usize, w: usize, pad: usize) -> Result<Vec<Image>> {
+    let rows = x.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+    Ok(rows.iter().map(|r| Image::from_model(r, channels, h, w, pad)).collect())
 }
 
 /// The result of encoding a batch: one token file per image and the encoder's own
@@ -325,10 +217,7 @@ pub fn encode(
             Ok(file)
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(EncodedBatch {
-        files,
-        reconstructions: tensor_images(&enc.reconstruction, model.entry.channels, h, w, pad)?,
-    })
+    Ok(EncodedBatch { files, reconstructions: tensor_images(&enc.reconstruction, model.entry.channels, h, w, pad)? })
 }
 
 /// Decodes token files made with `model` and one procedure and image size (a batch).
@@ -346,10 +235,7 @@ pub fn decode(
             f.procedure == first.procedure || same_but_j0(&f.procedure, &first.procedure),
             "files decoded together must share one procedure"
         );
-        ensure!(
-            f.image == first.image,
-            "files decoded together must share one image size"
-        );
+        ensure!(f.image == first.image, "files decoded together must share one image size");
     }
     ensure!(
         first.image.channels as usize == model.entry.channels,
@@ -358,19 +244,11 @@ pub fn decode(
         model.entry.name,
         model.entry.channels
     );
-    ensure!(
-        first.procedure.clip_x0 == clip_of(model),
-        "the file's x0 clipping setting does not match this model's"
-    );
+    ensure!(first.procedure.clip_x0 == clip_of(model), "the file's x0 clipping setting does not match this model's");
     let (cfg, _) = config_from(&first.procedure, model.entry.family)?;
-    let init_index: Vec<Option<u32>> = files
-        .iter()
-        .map(|f| config_from(&f.procedure, model.entry.family).map(|(_, j0)| j0))
-        .collect::<Result<_>>()?;
-    let tokens = Tokens {
-        indices: files.iter().map(|f| f.tokens.clone()).collect(),
-        init_index,
-    };
+    let init_index: Vec<Option<u32>> =
+        files.iter().map(|f| config_from(&f.procedure, model.entry.family).map(|(_, j0)| j0)).collect::<Result<_>>()?;
+    let tokens = Tokens { indices: files.iter().map(|f| f.tokens.clone()).collect(), init_index };
     let (h, w) = (first.image.height as usize, first.image.width as usize);
     let pad = padding_for(model, h, w)?;
     let mut tok = Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape());
@@ -381,14 +259,9 @@ pub fn decode(
 
 fn same_but_j0(a: &fmt::Procedure, b: &fmt::Procedure) -> bool {
     match (&a.init, &b.init) {
-        (
-            fmt::InitStrategy::I3 {
-                x_ref: xa, k0: ka, ..
-            },
-            fmt::InitStrategy::I3 {
-                x_ref: xb, k0: kb, ..
-            },
-        ) if xa == xb && ka == kb => {
+        (fmt::InitStrategy::I3 { x_ref: xa, k0: ka, .. }, fmt::InitStrategy::I3 { x_ref: xb, k0: kb, .. })
+            if xa == xb && ka == kb =>
+        {
             let mut a2 = a.clone();
             a2.init = b.init;
             &a2 == b
@@ -420,10 +293,7 @@ pub fn generate(
     let cfg = Config {
         k: 2,
         seed,
-        algorithm: Algorithm::Resample {
-            t_start: t_max,
-            schedule: vec![],
-        },
+        algorithm: Algorithm::Resample { t_start: t_max, schedule: vec![] },
         mixing: Mixing::BigSigma,
         init: Init::Noise,
         sampler,

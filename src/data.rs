@@ -45,21 +45,13 @@ impl Image {
                 data[c * height * width + p] = v;
             }
         }
-        Self {
-            channels,
-            height,
-            width,
-            data,
-        }
+        Self { channels, height, width, data }
     }
 
     /// Interleaved `[H, W, C]` bytes.
     pub fn to_hwc(&self) -> Vec<u8> {
         let hw = self.height * self.width;
-        (0..hw)
-            .flat_map(|p| (0..self.channels).map(move |c| (c, p)))
-            .map(|(c, p)| self.data[c * hw + p])
-            .collect()
+        (0..hw).flat_map(|p| (0..self.channels).map(move |c| (c, p))).map(|(c, p)| self.data[c * hw + p]).collect()
     }
 
     /// `x = u8/127.5 − 1`, padded by `pad` pixels of `pad_value` on every side.
@@ -79,40 +71,24 @@ impl Image {
 
     /// The inverse of [`Image::to_model`]: crop `pad`, clamp to [−1, 1] and quantise
     /// (`round((x+1)·127.5)`).
-    pub fn from_model(
-        values: &[f32],
-        channels: usize,
-        height: usize,
-        width: usize,
-        pad: usize,
-    ) -> Self {
+    pub fn from_model(values: &[f32], channels: usize, height: usize, width: usize, pad: usize) -> Self {
         let (ph, pw) = (height + 2 * pad, width + 2 * pad);
         let mut data = vec![0u8; channels * height * width];
         for c in 0..channels {
             for y in 0..height {
                 for x in 0..width {
                     let v = values[(c * ph + y + pad) * pw + x + pad];
-                    data[(c * height + y) * width + x] =
-                        ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+                    data[(c * height + y) * width + x] = ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
                 }
             }
         }
-        Self {
-            channels,
-            height,
-            width,
-            data,
-        }
+        Self { channels, height, width, data }
     }
 
     /// Writes a PNG atomically (temporary file in the same folder, then rename).
     pub fn save_png(&self, path: &Path) -> Result<()> {
         let mut bytes = Vec::new();
-        let color = if self.channels == 1 {
-            image::ExtendedColorType::L8
-        } else {
-            image::ExtendedColorType::Rgb8
-        };
+        let color = if self.channels == 1 { image::ExtendedColorType::L8 } else { image::ExtendedColorType::Rgb8 };
         image::ImageEncoder::write_image(
             image::codecs::png::PngEncoder::new(&mut bytes),
             &self.to_hwc(),
@@ -127,21 +103,10 @@ impl Image {
     /// Places images side by side with a `gap`-pixel black border between them.
     pub fn side_by_side(images: &[&Image], gap: usize) -> Result<Image> {
         ensure!(!images.is_empty(), "no images to place side by side");
-        let (c, h) = (
-            images[0].channels,
-            images.iter().map(|i| i.height).max().unwrap(),
-        );
-        ensure!(
-            images.iter().all(|i| i.channels == c),
-            "images with different channel counts"
-        );
+        let (c, h) = (images[0].channels, images.iter().map(|i| i.height).max().unwrap());
+        ensure!(images.iter().all(|i| i.channels == c), "images with different channel counts");
         let w = images.iter().map(|i| i.width).sum::<usize>() + gap * (images.len() - 1);
-        let mut out = Image {
-            channels: c,
-            height: h,
-            width: w,
-            data: vec![0; c * h * w],
-        };
+        let mut out = Image { channels: c, height: h, width: w, data: vec![0; c * h * w] };
         let mut x0 = 0;
         for img in images {
             for ch in 0..c {
@@ -157,25 +122,12 @@ impl Image {
 
     /// Tiles equally sized images into a grid of `cols` columns.
     pub fn grid(images: &[Image], cols: usize) -> Result<Image> {
-        ensure!(
-            !images.is_empty() && cols > 0,
-            "an image grid needs images and columns"
-        );
+        ensure!(!images.is_empty() && cols > 0, "an image grid needs images and columns");
         let (c, h, w) = (images[0].channels, images[0].height, images[0].width);
-        ensure!(
-            images
-                .iter()
-                .all(|i| (i.channels, i.height, i.width) == (c, h, w)),
-            "grid images differ in size"
-        );
+        ensure!(images.iter().all(|i| (i.channels, i.height, i.width) == (c, h, w)), "grid images differ in size");
         let rows = images.len().div_ceil(cols);
         let (gh, gw) = (rows * h, cols * w);
-        let mut out = Image {
-            channels: c,
-            height: gh,
-            width: gw,
-            data: vec![0; c * gh * gw],
-        };
+        let mut out = Image { channels: c, height: gh, width: gw, data: vec![0; c * gh * gw] };
         for (k, img) in images.iter().enumerate() {
             let (r, col) = (k / cols, k % cols);
             for ch in 0..c {
@@ -192,18 +144,12 @@ impl Image {
 /// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename, so a
 /// reader never sees a half-written file and an interrupted run loses nothing.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create folder {}", dir.display()))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot move the finished file to {}", path.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("cannot move the finished file to {}", path.display()))?;
     Ok(())
 }
 
@@ -221,9 +167,7 @@ pub struct Dataset {
 
 /// Which part of a dataset (SPEC 8: parameters are searched on a validation set taken from
 /// the training split, never on the test set).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum Split {
     /// The test split.
     Test,
@@ -246,9 +190,7 @@ fn read_gz(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn be_u32(b: &[u8], at: usize, path: &Path) -> Result<usize> {
-    let s = b
-        .get(at..at + 4)
-        .with_context(|| format!("{}: truncated IDX header", path.display()))?;
+    let s = b.get(at..at + 4).with_context(|| format!("{}: truncated IDX header", path.display()))?;
     Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize)
 }
 
@@ -263,21 +205,9 @@ pub fn fashion_mnist(dir: &Path, split: Split, limit: usize) -> Result<Dataset> 
     let lpath = dir.join(format!("{prefix}-labels-idx1-ubyte.gz"));
     let images = read_gz(&ipath)?;
     let labels = read_gz(&lpath)?;
-    ensure!(
-        be_u32(&images, 0, &ipath)? == 0x0803,
-        "{}: not an IDX image file (magic)",
-        ipath.display()
-    );
-    ensure!(
-        be_u32(&labels, 0, &lpath)? == 0x0801,
-        "{}: not an IDX label file (magic)",
-        lpath.display()
-    );
-    let (n, h, w) = (
-        be_u32(&images, 4, &ipath)?,
-        be_u32(&images, 8, &ipath)?,
-        be_u32(&images, 12, &ipath)?,
-    );
+    ensure!(be_u32(&images, 0, &ipath)? == 0x0803, "{}: not an IDX image file (magic)", ipath.display());
+    ensure!(be_u32(&labels, 0, &lpath)? == 0x0801, "{}: not an IDX label file (magic)", lpath.display());
+    let (n, h, w) = (be_u32(&images, 4, &ipath)?, be_u32(&images, 8, &ipath)?, be_u32(&images, 12, &ipath)?);
     ensure!(
         images.len() >= 16 + n * h * w,
         "{}: truncated: {n} images of {h}×{w} need {} bytes, found {}",
@@ -285,25 +215,14 @@ pub fn fashion_mnist(dir: &Path, split: Split, limit: usize) -> Result<Dataset> 
         16 + n * h * w,
         images.len()
     );
-    ensure!(
-        labels.len() >= 8 + n,
-        "{}: truncated: {n} labels",
-        lpath.display()
-    );
+    ensure!(labels.len() >= 8 + n, "{}: truncated: {n} labels", lpath.display());
     let take = n.min(limit);
     Ok(Dataset {
         images: (0..take)
-            .map(|i| Image {
-                channels: 1,
-                height: h,
-                width: w,
-                data: images[16 + i * h * w..][..h * w].to_vec(),
-            })
+            .map(|i| Image { channels: 1, height: h, width: w, data: images[16 + i * h * w..][..h * w].to_vec() })
             .collect(),
         labels: (0..take).map(|i| Some(labels[8 + i])).collect(),
-        names: (0..take)
-            .map(|i| format!("fmnist_{prefix}_{i:05}"))
-            .collect(),
+        names: (0..take).map(|i| format!("fmnist_{prefix}_{i:05}")).collect(),
     })
 }
 
@@ -321,21 +240,10 @@ pub fn image_folder(dir: &Path, channels: usize, limit: usize) -> Result<Dataset
     paths.sort();
     paths.truncate(limit);
     ensure!(!paths.is_empty(), "no PNG/JPEG images in {}", dir.display());
-    let images = paths
-        .iter()
-        .map(|p| Image::load(p, channels))
-        .collect::<Result<Vec<_>>>()?;
+    let images = paths.iter().map(|p| Image::load(p, channels)).collect::<Result<Vec<_>>>()?;
     Ok(Dataset {
         labels: vec![None; images.len()],
-        names: paths
-            .iter()
-            .map(|p| {
-                p.file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect(),
+        names: paths.iter().map(|p| p.file_stem().unwrap_or_default().to_string_lossy().into_owned()).collect(),
         images,
     })
 }
@@ -346,12 +254,7 @@ mod tests {
 
     #[test]
     fn model_round_trip_is_lossless() {
-        let img = Image {
-            channels: 3,
-            height: 2,
-            width: 3,
-            data: (0..18).map(|v| v * 14).collect(),
-        };
+        let img = Image { channels: 3, height: 2, width: 3, data: (0..18).map(|v| v * 14).collect() };
         let v = img.to_model(2, -1.0);
         assert_eq!(v.len(), 3 * 6 * 7);
         assert_eq!(Image::from_model(&v, 3, 2, 3, 2), img);

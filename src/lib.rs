@@ -20,6 +20,7 @@
 pub mod codebook;
 pub mod codec;
 pub mod data;
+pub mod eval;
 pub mod family;
 pub mod format;
 pub mod marginal;

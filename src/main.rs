@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use gddcm::codec;
-use gddcm::data::{write_atomic, Image};
+use gddcm::data::{write_atomic, Dataset, Image, Split};
+use gddcm::eval::{evaluate, EvalOptions, EvalReport, Metric};
 use gddcm::format::TokenFile;
 use gddcm::marginal::Mixing;
 use gddcm::metrics::image::ImageU8;
@@ -82,6 +83,48 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Tokenize a dataset, decode it from the token files and measure (bpp, PSNR, SSIM,
+    /// LPIPS, FID, IS, classifier stand-ins, speed).
+    Eval {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        tok: TokenizerArgs,
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        metrics: MetricArgs,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Keep the token files and reconstructions in this folder.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+    /// The paper's Table 1: each model at p = 0 (its profile) and p = 0.5, same N and K.
+    Table1 {
+        /// Models (default: the four bundled ones, plus published ones whose weights are present).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        metrics: MetricArgs,
+        /// Codebook size K for every row.
+        #[arg(short = 'k', long, default_value_t = 256)]
+        k: u32,
+        /// Tokens N for every row.
+        #[arg(short = 'n', long, default_value_t = 300)]
+        n: u32,
+        /// Write the Markdown table here (also printed).
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+        /// Write all reports as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Draw images with a model's ordinary sampler, as a grid PNG.
     Sample {
         #[command(flatten)]
@@ -111,6 +154,73 @@ struct ModelArgs {
     /// Weights folder or file (overrides the search path).
     #[arg(long)]
     weights: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// `fmnist` (Debian's dataset-fashion-mnist) or a folder of images.
+    #[arg(long, default_value = "fmnist")]
+    data: String,
+    /// test, or val (the first images of the training split; SPEC 8).
+    #[arg(long, value_enum, default_value = "test")]
+    split: Split,
+    /// At most this many images.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+}
+
+impl DataArgs {
+    fn load(&self, channels: usize) -> Result<Dataset> {
+        if self.data == "fmnist" {
+            gddcm::data::fashion_mnist(Path::new(gddcm::data::FASHION_MNIST_DIR), self.split, self.limit)
+        } else {
+            gddcm::data::image_folder(Path::new(&self.data), channels, self.limit)
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+struct MetricArgs {
+    /// Metrics to compute.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Metric::Pixel, Metric::Lpips, Metric::Fid, Metric::Classifier])]
+    metrics: Vec<Metric>,
+    /// Folder with the metric weight files (pt_inception-2015-12-05-6726825d.pth, alexnet-owt-7be5be79.pth, lpips alex.pth).
+    #[arg(long)]
+    metric_weights: Option<PathBuf>,
+}
+
+impl MetricArgs {
+    fn options(&self, batch: usize, keep: Option<PathBuf>) -> EvalOptions {
+        EvalOptions {
+            metrics: self.metrics.clone(),
+            batch,
+            weights_dir: self.metric_weights.clone(),
+            classifier: None,
+            keep,
+        }
+    }
+}
+
+fn print_report(r: &EvalReport) {
+    let f = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "—".into());
+    println!("model {} ({}), {} images, K = {}, N = {}, p = {}", r.model, r.family, r.images, r.k, r.n, r.p);
+    println!("  bpp {:.4} (file {:.4})", r.bpp, r.file_bpp);
+    println!("  PSNR {}  SSIM {}  MS-SSIM {}  LPIPS {}", f(r.psnr, 2), f(r.ssim, 4), f(r.ms_ssim, 4), f(r.lpips, 4));
+    println!(
+        "  FID {}  IS {}",
+        f(r.fid, 2),
+        r.inception_score.map(|(m, s)| format!("{m:.2} ± {s:.2}")).unwrap_or_else(|| "—".into())
+    );
+    println!(
+        "  stand-ins (bundled Fashion-MNIST classifier, not FID): Frechet distance {}, accuracy {} (originals {})",
+        f(r.classifier_fd, 2),
+        f(r.classifier_accuracy, 3),
+        f(r.classifier_accuracy_originals, 3)
+    );
+    println!("  speed: encode {:.3} images/s, decode {:.3} images/s", r.encode_images_per_s, r.decode_images_per_s);
+    for s in &r.skipped {
+        println!("  skipped {s}");
+    }
 }
 
 #[derive(Args, Clone)]
@@ -181,14 +291,15 @@ struct TokenizerArgs {
 }
 
 impl TokenizerArgs {
-    fn settings(&self) -> Result<Settings> {
+    /// The settings: `--profile`, else the model's shipped profile, else the defaults; then
+    /// the flags on top.
+    fn settings(&self, model: &LoadedModel) -> Result<Settings> {
         let mut s = match &self.profile {
             Some(p) => Settings::load(p)?,
-            None => Settings::default(),
+            None => model.profile()?.unwrap_or_default(),
         };
         if self.ddcm {
-            s.p = 0.5;
-            s.n = 300;
+            (s.p, s.n, s.t_start, s.t_end) = (0.5, 300, Some(999.0), Some(0.0));
         }
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { s.$f = v; } )* };
@@ -214,22 +325,18 @@ impl TokenizerArgs {
 
     fn config(&self, model: &LoadedModel) -> Result<Config> {
         if self.ddcm && model.entry.family != gddcm::family::Family::Ddpm {
-            bail!(
-                "--ddcm is the DDPM baseline; model '{}' is {}",
-                model.entry.name,
-                model.entry.family
-            );
+            bail!("--ddcm is the DDPM baseline; model '{}' is {}", model.entry.name, model.entry.family);
         }
-        self.settings()?
-            .to_config(model.entry.family, model.denoiser.marginal())
+        self.settings(model)?.to_config(model.entry.family, model.denoiser.marginal())
     }
 }
 
 fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0)
-            .context("no CUDA device (build with --features cuda on a machine with an NVIDIA GPU)"),
+        "cuda" => {
+            Device::new_cuda(0).context("no CUDA device (build with --features cuda on a machine with an NVIDIA GPU)")
+        }
         other => bail!("unknown device '{other}' (cpu or cuda)"),
     }
 }
@@ -240,26 +347,18 @@ fn progress(run: &RunArgs, total: u64, what: &str) -> Option<ProgressBar> {
     }
     let pb = ProgressBar::new(total);
     pb.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} NFE (eta {eta})",
-        )
-        .unwrap(),
+        ProgressStyle::with_template("{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} NFE (eta {eta})").unwrap(),
     );
     pb.set_message(what.to_string());
     Some(pb)
 }
 
 fn load_model(args: &ModelArgs) -> Result<LoadedModel> {
-    zoo::load(
-        args.model.as_deref().unwrap_or(zoo::default_model()),
-        args.weights.as_deref(),
-    )
+    zoo::load(args.model.as_deref().unwrap_or(zoo::default_model()), args.weights.as_deref())
 }
 
 fn stem(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into())
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into())
 }
 
 /// Groups indices of same-sized items into batches of at most `batch`, keeping order.
@@ -267,10 +366,7 @@ fn batches<T>(items: &[T], key: impl Fn(&T) -> (u32, u32), batch: usize) -> Vec<
     let mut groups: Vec<((u32, u32), Vec<usize>)> = Vec::new();
     for (i, it) in items.iter().enumerate() {
         let k = key(it);
-        match groups
-            .iter_mut()
-            .find(|(gk, g)| *gk == k && g.len() < batch.max(1))
-        {
+        match groups.iter_mut().find(|(gk, g)| *gk == k && g.len() < batch.max(1)) {
             Some((_, g)) => g.push(i),
             None => groups.push((k, vec![i])),
         }
@@ -287,25 +383,19 @@ fn encode_images(
     run: &RunArgs,
 ) -> Result<Vec<(PathBuf, TokenFile, Image)>> {
     let dev = device(&run.device)?;
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("cannot create output folder {}", out.display()))?;
-    let images: Vec<Image> = paths
-        .iter()
-        .map(|p| Image::load(p, model.entry.channels))
-        .collect::<Result<_>>()?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create output folder {}", out.display()))?;
+    let images: Vec<Image> = paths.iter().map(|p| Image::load(p, model.entry.channels)).collect::<Result<_>>()?;
     let nfe = Tokenizer::new(model.denoiser.as_ref(), cfg, model.shape()).nfe() as u64;
     let groups = batches(&images, |i| (i.height as u32, i.width as u32), run.batch);
     let pb = progress(run, nfe * groups.len() as u64, "encode");
-    let mut results: Vec<Option<(PathBuf, TokenFile, Image)>> =
-        (0..images.len()).map(|_| None).collect();
+    let mut results: Vec<Option<(PathBuf, TokenFile, Image)>> = (0..images.len()).map(|_| None).collect();
     for g in groups {
         let batch: Vec<&Image> = g.iter().map(|&i| &images[i]).collect();
         let enc = codec::encode(model, cfg, &batch, &dev, pb.clone())
             .with_context(|| format!("encoding {}", paths[g[0]].display()))?;
         for (&i, file) in g.iter().zip(enc.files) {
             let path = out.join(format!("{}.gddcm", stem(&paths[i])));
-            file.write_atomic(&path)
-                .with_context(|| format!("writing {}", path.display()))?;
+            file.write_atomic(&path).with_context(|| format!("writing {}", path.display()))?;
             results[i] = Some((path, file, images[i].clone()));
         }
     }
@@ -344,12 +434,8 @@ fn decode_files(
         let mut sub: Vec<Vec<usize>> = Vec::new();
         for i in g {
             match sub.iter_mut().find(|s| {
-                codec::config_from(&files[s[0]].procedure, model.entry.family)
-                    .ok()
-                    .map(|c| c.0)
-                    == codec::config_from(&files[i].procedure, model.entry.family)
-                        .ok()
-                        .map(|c| c.0)
+                codec::config_from(&files[s[0]].procedure, model.entry.family).ok().map(|c| c.0)
+                    == codec::config_from(&files[i].procedure, model.entry.family).ok().map(|c| c.0)
             }) {
                 Some(s) => s.push(i),
                 None => sub.push(vec![i]),
@@ -361,9 +447,7 @@ fn decode_files(
         .iter()
         .map(|g| {
             codec::config_from(&files[g[0]].procedure, model.entry.family)
-                .map(|(c, _)| {
-                    Tokenizer::new(model.denoiser.as_ref(), &c, model.shape()).nfe() as u64
-                })
+                .map(|(c, _)| Tokenizer::new(model.denoiser.as_ref(), &c, model.shape()).nfe() as u64)
                 .unwrap_or(0)
         })
         .sum();
@@ -371,10 +455,7 @@ fn decode_files(
     let mut out: Vec<Option<Image>> = vec![None; files.len()];
     for g in groups {
         let batch: Vec<&TokenFile> = g.iter().map(|&i| &files[i]).collect();
-        for (&i, img) in g
-            .iter()
-            .zip(codec::decode(model, &batch, &dev, pb.clone())?)
-        {
+        for (&i, img) in g.iter().zip(codec::decode(model, &batch, &dev, pb.clone())?) {
             out[i] = Some(img);
         }
     }
@@ -389,21 +470,14 @@ fn hex_prefix(h: &[u8; 32]) -> String {
 }
 
 fn to_metric(img: &Image) -> Result<ImageU8> {
-    Ok(ImageU8::from_chw(
-        img.channels,
-        img.height,
-        img.width,
-        img.data.clone(),
-    )?)
+    Ok(ImageU8::from_chw(img.channels, img.height, img.width, img.data.clone())?)
 }
 
 fn main() -> ExitCode {
     // candle asks the OS for the CPU count on every parallel op unless this is set (num_cpus
     // reads /proc each time); fix it once, before any thread pool starts.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     match run(Cli::parse()) {
@@ -417,12 +491,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Encode {
-            images,
-            output,
-            model,
-            tok,
-        } => {
+        Command::Encode { images, output, model, tok } => {
             let model = load_model(&model)?;
             let cfg = tok.config(&model)?;
             let done = encode_images(&model, &cfg, &images, &output, &tok.run)?;
@@ -436,20 +505,17 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Decode {
-            files,
-            output,
-            weights,
-            run,
-        } => {
+        Command::Decode { files, output, weights, run } => {
             let tfs: Vec<TokenFile> = files
                 .iter()
                 .map(|p| TokenFile::read(p).with_context(|| format!("reading {}", p.display())))
                 .collect::<Result<_>>()?;
             let first = &tfs[0].model;
-            if let Some((p, _)) = files.iter().zip(&tfs).find(|(_, f)| {
-                f.model.name != first.name || f.model.weights_sha256 != first.weights_sha256
-            }) {
+            if let Some((p, _)) = files
+                .iter()
+                .zip(&tfs)
+                .find(|(_, f)| f.model.name != first.name || f.model.weights_sha256 != first.weights_sha256)
+            {
                 bail!(
                     "{} was made with another model than {}; decode them separately",
                     p.display(),
@@ -463,54 +529,26 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", path.display());
             }
         }
-        Command::Roundtrip {
-            images,
-            output,
-            model,
-            tok,
-        } => {
+        Command::Roundtrip { images, output, model, tok } => {
             let model = load_model(&model)?;
             let cfg = tok.config(&model)?;
             let done = encode_images(&model, &cfg, &images, &output, &tok.run)?;
             // Decode from the files themselves, not the encoder's trajectory (SPEC 5, G4).
-            let files: Vec<TokenFile> = done
-                .iter()
-                .map(|(p, _, _)| TokenFile::read(p))
-                .collect::<Result<_, _>>()?;
+            let files: Vec<TokenFile> = done.iter().map(|(p, _, _)| TokenFile::read(p)).collect::<Result<_, _>>()?;
             let recon = decode_files(&files, None, &tok.run, Some(&model))?;
-            println!(
-                "{:<32} {:>8} {:>9} {:>8} {:>8}",
-                "image", "bpp", "file bpp", "PSNR", "SSIM"
-            );
+            println!("{:<32} {:>8} {:>9} {:>8} {:>8}", "image", "bpp", "file bpp", "PSNR", "SSIM");
             let (mut sp, mut ss, mut sb, mut sf) = (0.0, 0.0, 0.0, 0.0);
             for ((path, file, orig), rec) in done.iter().zip(&recon) {
-                let (p, s) = (
-                    psnr(&to_metric(orig)?, &to_metric(rec)?)?,
-                    ssim(&to_metric(orig)?, &to_metric(rec)?)?,
-                );
+                let (p, s) = (psnr(&to_metric(orig)?, &to_metric(rec)?)?, ssim(&to_metric(orig)?, &to_metric(rec)?)?);
                 // Payload bpp counts the tokens (SPEC 6, as the paper); file bpp the whole file.
                 let (bpp, fbpp) = (file.payload_bpp(), file.total_bpp());
-                println!(
-                    "{:<32} {:>8.4} {:>9.4} {:>8.2} {:>8.4}",
-                    stem(path),
-                    bpp,
-                    fbpp,
-                    p,
-                    s
-                );
+                println!("{:<32} {:>8.4} {:>9.4} {:>8.2} {:>8.4}", stem(path), bpp, fbpp, p, s);
                 Image::side_by_side(&[orig, rec], 2)?
                     .save_png(&output.join(format!("{}_roundtrip.png", stem(path))))?;
                 (sp, ss, sb, sf) = (sp + p, ss + s, sb + bpp, sf + fbpp);
             }
             let n = done.len() as f64;
-            println!(
-                "{:<32} {:>8.4} {:>9.4} {:>8.2} {:>8.4}",
-                "mean",
-                sb / n,
-                sf / n,
-                sp / n,
-                ss / n
-            );
+            println!("{:<32} {:>8.4} {:>9.4} {:>8.2} {:>8.4}", "mean", sb / n, sf / n, sp / n, ss / n);
             println!(
                 "(model {}, K = {}, N = {}, p = {}; files and side-by-side PNGs in {})",
                 model.entry.name,
@@ -521,8 +559,7 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Inspect { file, json } => {
-            let tf =
-                TokenFile::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let tf = TokenFile::read(&file).with_context(|| format!("reading {}", file.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&tf)?);
             } else {
@@ -530,11 +567,8 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Models { json } => {
-            let rows: Vec<(zoo::ModelEntry, bool)> = zoo::entries()
-                .into_iter()
-                .map(|e| (e.available(None), e))
-                .map(|(a, e)| (e, a))
-                .collect();
+            let rows: Vec<(zoo::ModelEntry, bool)> =
+                zoo::entries().into_iter().map(|e| (e.available(None), e)).map(|(a, e)| (e, a)).collect();
             if json {
                 let v: Vec<serde_json::Value> = rows
                     .iter()
@@ -546,16 +580,9 @@ fn run(cli: Cli) -> Result<()> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!(
-                    "{:<22} {:<5} {:<10} description",
-                    "model", "family", "weights"
-                );
+                println!("{:<22} {:<5} {:<10} description", "model", "family", "weights");
                 for (e, a) in &rows {
-                    let default = if e.name == zoo::default_model() {
-                        " (default)"
-                    } else {
-                        ""
-                    };
+                    let default = if e.name == zoo::default_model() { " (default)" } else { "" };
                     println!(
                         "{:<22} {:<6} {:<10} {}{default}",
                         e.name,
@@ -566,14 +593,72 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Sample {
-            model,
-            n,
-            output,
-            seed,
-            steps,
-            run,
-        } => {
+        Command::Eval { model, tok, data, metrics, json, keep } => {
+            let model = load_model(&model)?;
+            let cfg = tok.config(&model)?;
+            let ds = data.load(model.entry.channels)?;
+            let batches = ds.images.len().div_ceil(tok.run.batch.max(1)) as u64;
+            let nfe = 2 * Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape()).nfe() as u64 * batches;
+            let pb = progress(&tok.run, nfe, "eval");
+            let opts = metrics.options(tok.run.batch, keep);
+            let rep = evaluate(&model, &cfg, &ds, &opts, &device(&tok.run.device)?, pb.clone())?;
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            print_report(&rep);
+            if let Some(path) = json {
+                write_json(&path, &serde_json::to_value(&rep)?)?;
+            }
+        }
+        Command::Table1 { models, data, metrics, k, n, markdown, json, run } => {
+            let names: Vec<String> = if models.is_empty() {
+                zoo::entries()
+                    .iter()
+                    .filter(|e| e.bundled_dir.is_some() || e.available(None))
+                    .map(|e| e.name.to_string())
+                    .collect()
+            } else {
+                models
+            };
+            let dev = device(&run.device)?;
+            let mut reports = Vec::new();
+            let mut table = format!("{}\n", EvalReport::markdown_header());
+            for name in &names {
+                let model = zoo::load(name, None)?;
+                let ds = data.load(model.entry.channels)?;
+                let base = model.profile()?.unwrap_or_default();
+                for p in [0.0, 0.5] {
+                    let mut s = Settings { k, n, ..base.clone() };
+                    if p > 0.0 {
+                        // Algorithm 1 from the largest time (for DDPM exactly DDCM, SPEC 4).
+                        (s.p, s.t_start, s.t_end, s.grid_rho) = (p, None, None, None);
+                    }
+                    let cfg = s.to_config(model.entry.family, model.denoiser.marginal())?;
+                    let batches = ds.images.len().div_ceil(run.batch.max(1)) as u64;
+                    let nfe = 2 * Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape()).nfe() as u64 * batches;
+                    let pb = progress(&run, nfe, &format!("{name} p={p}"));
+                    let rep = evaluate(&model, &cfg, &ds, &metrics.options(run.batch, None), &dev, pb.clone())?;
+                    if let Some(pb) = pb {
+                        pb.finish_and_clear();
+                    }
+                    let ddcm = model.entry.family == gddcm::family::Family::Ddpm && p == 0.5;
+                    let row = rep.markdown_row(if ddcm { "= DDCM baseline" } else { "" });
+                    println!("{row}");
+                    table.push_str(&row);
+                    table.push('\n');
+                    reports.push(rep);
+                }
+            }
+            println!("\n{table}");
+            println!("({} images of {} {:?}, K = {k}, N = {n})", data.limit, data.data, data.split);
+            if let Some(path) = markdown {
+                write_atomic(&path, table.as_bytes())?;
+            }
+            if let Some(path) = json {
+                write_json(&path, &serde_json::to_value(&reports)?)?;
+            }
+        }
+        Command::Sample { model, n, output, seed, steps, run } => {
             let model = load_model(&model)?;
             let dev = device(&run.device)?;
             let pb = progress(&run, 0, "sample");
@@ -581,18 +666,12 @@ fn run(cli: Cli) -> Result<()> {
             let cols = (n as f64).sqrt().ceil() as usize;
             let grid = Image::grid(&images, cols)?;
             grid.save_png(&output)?;
-            println!(
-                "{} ({} samples of {})",
-                output.display(),
-                n,
-                model.entry.name
-            );
+            println!("{} ({} samples of {})", output.display(), n, model.entry.name);
         }
     }
     Ok(())
 }
 
-#[allow(dead_code)]
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
 }

@@ -42,12 +42,7 @@ impl DdpmSchedule {
             prod *= 1.0 - beta;
             alpha_bar.push(prod);
         }
-        Self {
-            num_steps,
-            beta_start,
-            beta_end,
-            alpha_bar,
-        }
+        Self { num_steps, beta_start, beta_end, alpha_bar }
     }
 
     /// google/ddpm-cifar10-32: T = 1000, β from 1e-4 to 0.02.
@@ -58,10 +53,7 @@ impl DdpmSchedule {
     /// `ᾱ_t` for an integer `t ∈ [−1, T−1]`; `ᾱ_{−1} = 1` (clean).
     pub fn alpha_bar(&self, t: f64) -> f64 {
         let ti = t.round() as i64;
-        debug_assert!(
-            (t - ti as f64).abs() < 1e-9,
-            "DDPM time must be an integer, got {t}"
-        );
+        debug_assert!((t - ti as f64).abs() < 1e-9, "DDPM time must be an integer, got {t}");
         if ti < 0 {
             1.0
         } else {
@@ -87,10 +79,7 @@ pub enum Marginal {
 
 impl Marginal {
     /// EDM's VP constants β_min = 0.1, β_d = 19.9.
-    pub const VP: Marginal = Marginal::Vp {
-        beta_min: 0.1,
-        beta_d: 19.9,
-    };
+    pub const VP: Marginal = Marginal::Vp { beta_min: 0.1, beta_d: 19.9 };
 
     /// Signal scale `s(t)`.
     pub fn s(&self, t: f64) -> f64 {
@@ -110,14 +99,8 @@ impl Marginal {
                 ((1.0 - a) / a).sqrt()
             }
             Marginal::Edm => t,
-            Marginal::Vp { beta_min, beta_d } => (0.5 * beta_d * t * t + beta_min * t)
-                .exp_m1()
-                .max(0.0)
-                .sqrt(),
-            Marginal::Ve {
-                sigma_min,
-                sigma_max,
-            } => {
+            Marginal::Vp { beta_min, beta_d } => (0.5 * beta_d * t * t + beta_min * t).exp_m1().max(0.0).sqrt(),
+            Marginal::Ve { sigma_min, sigma_max } => {
                 if t <= 0.0 {
                     0.0
                 } else {
@@ -174,11 +157,8 @@ impl Marginal {
             // eq. 11, corrected: σ̄ = min(η·(b_t'/b_t)·√(1 − a_t²/a_t'²), b_t').
             let (a_t, b_t) = (self.s(t), self.big_sigma(t));
             let eta = ((1.0 - p) / p).sqrt();
-            let ddim = if b_t > 0.0 {
-                (sig_new / b_t) * (1.0 - (a_t * a_t) / (s_new * s_new)).max(0.0).sqrt()
-            } else {
-                0.0
-            };
+            let ddim =
+                if b_t > 0.0 { (sig_new / b_t) * (1.0 - (a_t * a_t) / (s_new * s_new)).max(0.0).sqrt() } else { 0.0 };
             let sigma_bar = (eta * ddim).min(sig_new);
             (sig_new * sig_new - sigma_bar * sigma_bar).max(0.0).sqrt()
         } else {
@@ -189,20 +169,12 @@ impl Marginal {
             .min(sig_new)
         };
         let noise_std = (sig_new * sig_new - eps_coef * eps_coef).max(0.0).sqrt();
-        StepCoeffs {
-            s_new,
-            eps_coef,
-            noise_std,
-        }
+        StepCoeffs { s_new, eps_coef, noise_std }
     }
 
     /// The deterministic (DDIM η = 0, eq. 17) move to `t_new`: no noise.
     pub fn ode_step(&self, t_new: f64) -> StepCoeffs {
-        StepCoeffs {
-            s_new: self.s(t_new),
-            eps_coef: self.big_sigma(t_new),
-            noise_std: 0.0,
-        }
+        StepCoeffs { s_new: self.s(t_new), eps_coef: self.big_sigma(t_new), noise_std: 0.0 }
     }
 }
 
@@ -221,18 +193,9 @@ mod tests {
 
     #[test]
     fn sigma_times_s_is_big_sigma() {
-        for m in [
-            Marginal::VP,
-            Marginal::Edm,
-            Marginal::RectifiedFlow,
-            Marginal::Ddpm(DdpmSchedule::cifar10()),
-        ] {
+        for m in [Marginal::VP, Marginal::Edm, Marginal::RectifiedFlow, Marginal::Ddpm(DdpmSchedule::cifar10())] {
             for &t in &[0.0, 0.3, 0.7] {
-                let t = if m.is_discrete() {
-                    (t * 999.0f64).round()
-                } else {
-                    t
-                };
+                let t = if m.is_discrete() { (t * 999.0f64).round() } else { t };
                 assert!((m.s(t) * m.sigma(t) - m.big_sigma(t)).abs() < 1e-12);
             }
         }

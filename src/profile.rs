@@ -92,10 +92,8 @@ impl Default for Settings {
 impl Settings {
     /// Reads a profile file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read profile {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("profile {} is not a valid settings file", path.display()))
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read profile {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("profile {} is not a valid settings file", path.display()))
     }
 
     /// The family's default starting time: T_s for p = 0 (small, SPEC 8), T_r = max time for
@@ -120,9 +118,7 @@ impl Settings {
             "p must be in [0, 1), found {} (p = 1 is a pure ODE step and carries no information)",
             self.p
         );
-        let t_start = self
-            .t_start
-            .unwrap_or_else(|| self.default_t_start(family, marginal));
+        let t_start = self.t_start.unwrap_or_else(|| self.default_t_start(family, marginal));
         ensure!(
             t_start > marginal.clean_time() && t_start <= marginal.max_time(),
             "the starting time {t_start} is outside the {family} model's range (0, {}]",
@@ -144,23 +140,14 @@ impl Settings {
             ensure!(self.intervals >= 1, "at least one interval (P ≥ 1)");
             let schedule = if marginal.is_discrete() {
                 let dt_min = self.dt_min.unwrap_or(2.0);
-                ensure!(
-                    dt_min >= 1.0 && dt_min.fract() == 0.0,
-                    "DDPM needs an integer Δ_min ≥ 1, found {dt_min}"
-                );
+                ensure!(dt_min >= 1.0 && dt_min.fract() == 0.0, "DDPM needs an integer Δ_min ≥ 1, found {dt_min}");
                 ensure!(
                     dt_min + self.intervals as f64 <= t_start + 1.0,
                     "DDPM jumps up to Δ_min + P = {} exceed T_s + 1 = {}",
                     dt_min + self.intervals as f64,
                     t_start + 1.0
                 );
-                discrete_intervals(
-                    self.n,
-                    self.intervals as usize,
-                    dt_min as u32,
-                    self.sigma_max,
-                    self.rho,
-                )
+                discrete_intervals(self.n, self.intervals as usize, dt_min as u32, self.sigma_max, self.rho)
             } else {
                 let (dt_min, dt_max) = (self.dt_min.unwrap_or(0.02), self.dt_max.unwrap_or(0.3));
                 ensure!(
@@ -183,10 +170,7 @@ impl Settings {
             InitKind::I2 => Init::Reference(Reference::Zeros),
             InitKind::I3 => {
                 ensure!(self.k0 >= 2, "I3 needs K0 ≥ 2");
-                Init::ClosestNoise {
-                    reference: Reference::Zeros,
-                    candidates: self.k0,
-                }
+                Init::ClosestNoise { reference: Reference::Zeros, candidates: self.k0 }
             }
         };
         let mut sampler = Sampler::default_for(family);
@@ -196,13 +180,6 @@ impl Settings {
             }
             sampler.steps = steps;
         }
-        Ok(Config {
-            k: self.k,
-            seed: self.seed,
-            algorithm,
-            mixing: self.mixing,
-            init,
-            sampler,
-        })
+        Ok(Config { k: self.k, seed: self.seed, algorithm, mixing: self.mixing, init, sampler })
     }
 }

@@ -36,9 +36,7 @@ pub fn rho_grid(a: f64, b: f64, n: usize, rho: f64) -> Vec<f64> {
 pub fn integer_grid(a: i64, b: i64, n: usize) -> Vec<i64> {
     assert!(n > 0, "a grid needs at least one step");
     let n = n as i64;
-    (0..=n)
-        .map(|k| (2 * (a * (n - k) + b * k) + n).div_euclid(2 * n))
-        .collect()
+    (0..=n).map(|k| (2 * (a * (n - k) + b * k) + n).div_euclid(2 * n)).collect()
 }
 
 /// Largest-remainder rounding of `n · w_k / Σw` (SPEC 2.6 fix 1): floors first, then the
@@ -62,10 +60,7 @@ pub fn largest_remainder(weights: &[f64], n: u32) -> Vec<u32> {
 
 /// The repeat weight `ω(m) = (1 + (m/P)(σ_max^{1/ρ} − 1))^ρ` of eqs. 10 and 13.
 fn repeat_weight(m: f64, intervals: usize, sigma_max: f64, rho: f64) -> f64 {
-    libm::pow(
-        1.0 + (m / intervals as f64) * (libm::pow(sigma_max, 1.0 / rho) - 1.0),
-        rho,
-    )
+    libm::pow(1.0 + (m / intervals as f64) * (libm::pow(sigma_max, 1.0 / rho) - 1.0), rho)
 }
 
 /// The continuous interval schedule (eqs. 9, 10 with the fixes of SPEC 2.6): `P` intervals with
@@ -81,12 +76,9 @@ pub fn continuous_intervals(
 ) -> Vec<Interval> {
     assert!(intervals > 0, "at least one interval");
     let p = intervals as f64;
-    let deltas: Vec<f64> = (0..intervals)
-        .map(|k| libm::pow(dt_min, k as f64 / p) * libm::pow(dt_max, (p - k as f64) / p))
-        .collect();
-    let weights: Vec<f64> = (0..intervals)
-        .map(|k| repeat_weight(k as f64, intervals, sigma_max, rho))
-        .collect();
+    let deltas: Vec<f64> =
+        (0..intervals).map(|k| libm::pow(dt_min, k as f64 / p) * libm::pow(dt_max, (p - k as f64) / p)).collect();
+    let weights: Vec<f64> = (0..intervals).map(|k| repeat_weight(k as f64, intervals, sigma_max, rho)).collect();
     let repeats = largest_remainder(&weights, n);
     let mut out: Vec<Interval> = deltas
         .into_iter()
@@ -94,28 +86,15 @@ pub fn continuous_intervals(
         .filter(|&(_, r)| r > 0)
         .map(|(delta, repeats)| Interval { delta, repeats })
         .collect();
-    out.sort_by(|a, b| {
-        b.delta
-            .partial_cmp(&a.delta)
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    out.sort_by(|a, b| b.delta.partial_cmp(&a.delta).unwrap_or(std::cmp::Ordering::Equal));
     out
 }
 
 /// The discrete (DDPM) interval schedule (eqs. 12, 13 with the fixes of SPEC 2.6): integer
 /// steps `Δ_k = Δ_min + k`, `k < P`, exponents `m_k = P ln(Δ_max/Δ_k)/ln(Δ_max/Δ_min)` with
 /// `Δ_max = Δ_min + P`, repeats by largest remainder, visited in decreasing Δ.
-pub fn discrete_intervals(
-    n: u32,
-    intervals: usize,
-    dt_min: u32,
-    sigma_max: f64,
-    rho: f64,
-) -> Vec<Interval> {
-    assert!(
-        intervals > 0 && dt_min >= 1,
-        "at least one interval and Δ_min ≥ 1"
-    );
+pub fn discrete_intervals(n: u32, intervals: usize, dt_min: u32, sigma_max: f64, rho: f64) -> Vec<Interval> {
+    assert!(intervals > 0 && dt_min >= 1, "at least one interval and Δ_min ≥ 1");
     let p = intervals as f64;
     let dt_max = (dt_min as usize + intervals) as f64;
     let weights: Vec<f64> = (0..intervals)
@@ -129,10 +108,7 @@ pub fn discrete_intervals(
     (0..intervals)
         .rev()
         .filter(|&k| repeats[k] > 0)
-        .map(|k| Interval {
-            delta: (dt_min as usize + k) as f64,
-            repeats: repeats[k],
-        })
+        .map(|k| Interval { delta: (dt_min as usize + k) as f64, repeats: repeats[k] })
         .collect()
 }
 
@@ -149,17 +125,12 @@ mod tests {
     fn spec_examples() {
         // discrete_output.txt (3): continuous N=300 P=5 dt∈[0.01,0.4] σmax=10 ρ=7.
         let c = continuous_intervals(300, 5, 0.01, 0.4, 10.0, 7.0);
-        assert_eq!(
-            c.iter().map(|i| i.repeats).collect::<Vec<_>>(),
-            vec![18, 31, 50, 79, 122]
-        );
+        assert_eq!(c.iter().map(|i| i.repeats).collect::<Vec<_>>(), vec![18, 31, 50, 79, 122]);
         assert!((c[1].delta - 0.1913).abs() < 1e-4);
         // discrete N=300 P=6 dt_min=2: r = 123, 68, 43, 29, 21, 16 for Δ = 2..7, visited 7 → 2.
         let d = discrete_intervals(300, 6, 2, 10.0, 7.0);
         assert_eq!(
-            d.iter()
-                .map(|i| (i.delta as u32, i.repeats))
-                .collect::<Vec<_>>(),
+            d.iter().map(|i| (i.delta as u32, i.repeats)).collect::<Vec<_>>(),
             vec![(7, 16), (6, 21), (5, 29), (4, 43), (3, 68), (2, 123)]
         );
     }

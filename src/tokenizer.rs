@@ -19,19 +19,10 @@ use crate::schedule::{integer_grid, rho_grid, total_repeats, Interval};
 pub enum Algorithm {
     /// Algorithm 1 (SPEC 2.5): `n` steps down the grid `T_r = t_0 > … > t_n = T_t`, each a
     /// p-step (`Δ = h/p`). For DDPM the grid is the integer one and needs `T_r − T_t ≥ n`.
-    Stochastic {
-        p: f64,
-        n: u32,
-        t_start: f64,
-        t_end: f64,
-        rho: f64,
-    },
+    Stochastic { p: f64, n: u32, t_start: f64, t_end: f64, rho: f64 },
     /// Algorithm 2 (SPEC 2.7): stay at `T_s`, jumping down by `Δ` and re-noising with the
     /// chosen codeword, `r` times per interval of the schedule; then sample normally.
-    Resample {
-        t_start: f64,
-        schedule: Vec<Interval>,
-    },
+    Resample { t_start: f64, schedule: Vec<Interval> },
 }
 
 impl Algorithm {
@@ -69,10 +60,7 @@ pub enum Init {
     /// I2: `x = s(T) x_ref + Σ(T) z`.
     Reference(Reference),
     /// I3: the best of `candidates` noises by eq. 14 with `x0h := x_ref`; costs `log2 K0` bits.
-    ClosestNoise {
-        reference: Reference,
-        candidates: u32,
-    },
+    ClosestNoise { reference: Reference, candidates: u32 },
 }
 
 /// How the final deterministic sampler steps (SPEC 2.7).
@@ -105,10 +93,7 @@ impl Sampler {
             let ts = t_start as i64;
             let n = (self.steps as i64).min(ts);
             if n > 0 {
-                integer_grid(ts, 0, n as usize)
-                    .into_iter()
-                    .map(|t| t as f64)
-                    .collect()
+                integer_grid(ts, 0, n as usize).into_iter().map(|t| t as f64).collect()
             } else {
                 vec![t_start]
             }
@@ -168,12 +153,8 @@ struct Encoder<'a> {
 impl Chooser for Encoder<'_> {
     fn choose(&mut self, stream: u32, i: u32, k: u32, x0h: &Tensor) -> Result<Vec<u32>> {
         let x0h = x0h.flatten_from(1)?.to_vec2::<f32>()?;
-        let residuals: Vec<Vec<f32>> = self
-            .target
-            .iter()
-            .zip(&x0h)
-            .map(|(t, p)| t.iter().zip(p).map(|(a, b)| a - b).collect())
-            .collect();
+        let residuals: Vec<Vec<f32>> =
+            self.target.iter().zip(&x0h).map(|(t, p)| t.iter().zip(p).map(|(a, b)| a - b).collect()).collect();
         let refs: Vec<&[f32]> = residuals.iter().map(|r| r.as_slice()).collect();
         let chosen = self.codebooks.argmax(stream, i, k, &refs); // eq. 14
         for (b, &j) in chosen.iter().enumerate() {
@@ -197,11 +178,7 @@ impl Chooser for Decoder<'_> {
             let j = if stream == STREAM_INIT {
                 self.tokens.init_index.get(b).copied().flatten()
             } else {
-                self.tokens
-                    .indices
-                    .get(b)
-                    .and_then(|t| t.get(i as usize))
-                    .copied()
+                self.tokens.indices.get(b).and_then(|t| t.get(i as usize)).copied()
             };
             match j {
                 Some(j) if j < k => Ok(j),
@@ -223,17 +200,8 @@ pub struct Tokenizer<'a> {
 }
 
 impl<'a> Tokenizer<'a> {
-    pub fn new(
-        denoiser: &'a dyn Denoiser,
-        config: &'a Config,
-        shape: (usize, usize, usize),
-    ) -> Self {
-        Self {
-            denoiser,
-            config,
-            shape,
-            progress: None,
-        }
+    pub fn new(denoiser: &'a dyn Denoiser, config: &'a Config, shape: (usize, usize, usize)) -> Self {
+        Self { denoiser, config, shape, progress: None }
     }
 
     fn dim(&self) -> usize {
@@ -253,11 +221,7 @@ impl<'a> Tokenizer<'a> {
                 let grid = self.config.sampler.grid(m, *t_start);
                 let heun = self.config.sampler.kind == SamplerKind::Heun;
                 let steps = grid.len() - 1;
-                let heun_extra = if heun {
-                    grid[1..].iter().filter(|&&t| t > m.clean_time()).count()
-                } else {
-                    0
-                };
+                let heun_extra = if heun { grid[1..].iter().filter(|&&t| t > m.clean_time()).count() } else { 0 };
                 total_repeats(schedule) as usize + steps + heun_extra
             }
         }
@@ -266,62 +230,32 @@ impl<'a> Tokenizer<'a> {
     /// Tokenizes a batch `x_tgt` of shape `[B, C, H, W]` in the model's value range.
     pub fn encode(&self, x_tgt: &Tensor) -> Result<Encoded> {
         let b = x_tgt.dim(0)?;
-        let target = x_tgt
-            .flatten_from(1)?
-            .to_dtype(DType::F32)?
-            .to_vec2::<f32>()?;
+        let target = x_tgt.flatten_from(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let mut enc = Encoder {
             codebooks: self.codebooks(),
             target: &target,
-            tokens: Tokens {
-                indices: vec![Vec::new(); b],
-                init_index: vec![None; b],
-            },
+            tokens: Tokens { indices: vec![Vec::new(); b], init_index: vec![None; b] },
         };
         let reconstruction = self.run(&mut enc, b, x_tgt.device())?;
-        Ok(Encoded {
-            tokens: enc.tokens,
-            reconstruction,
-        })
+        Ok(Encoded { tokens: enc.tokens, reconstruction })
     }
 
     /// Rebuilds the images of a batch of token streams.
     pub fn decode(&self, tokens: &Tokens, device: &candle_core::Device) -> Result<Tensor> {
         let n = self.config.algorithm.tokens() as usize;
-        if let Some((b, t)) = tokens
-            .indices
-            .iter()
-            .enumerate()
-            .find(|(_, t)| t.len() != n)
-        {
-            candle_core::bail!(
-                "image {b} has {} tokens, the configuration needs {n}",
-                t.len()
-            );
+        if let Some((b, t)) = tokens.indices.iter().enumerate().find(|(_, t)| t.len() != n) {
+            candle_core::bail!("image {b} has {} tokens, the configuration needs {n}", t.len());
         }
         self.run(&mut Decoder { tokens }, tokens.indices.len(), device)
     }
 
-    fn run(
-        &self,
-        chooser: &mut dyn Chooser,
-        batch: usize,
-        device: &candle_core::Device,
-    ) -> Result<Tensor> {
+    fn run(&self, chooser: &mut dyn Chooser, batch: usize, device: &candle_core::Device) -> Result<Tensor> {
         match &self.config.algorithm {
-            Algorithm::Stochastic {
-                p,
-                n,
-                t_start,
-                t_end,
-                rho,
-            } => {
+            Algorithm::Stochastic { p, n, t_start, t_end, rho } => {
                 let grid = self.alg1_grid(*n, *t_start, *t_end, *rho)?;
                 self.algorithm1(chooser, *p, &grid, batch, device)
             }
-            Algorithm::Resample { t_start, schedule } => {
-                self.algorithm2(chooser, *t_start, schedule, batch, device)
-            }
+            Algorithm::Resample { t_start, schedule } => self.algorithm2(chooser, *t_start, schedule, batch, device),
         }
     }
 
@@ -335,10 +269,7 @@ impl<'a> Tokenizer<'a> {
             if a - b < n as i64 {
                 candle_core::bail!("the DDPM grid {a} → {b} has fewer than N = {n} integer steps");
             }
-            Ok(integer_grid(a, b, n as usize)
-                .into_iter()
-                .map(|t| t as f64)
-                .collect())
+            Ok(integer_grid(a, b, n as usize).into_iter().map(|t| t as f64).collect())
         } else {
             Ok(rho_grid(t_start, t_end, n as usize, rho))
         }
@@ -360,12 +291,7 @@ impl<'a> Tokenizer<'a> {
             let pred = self.predict(&x, t)?;
             let c = self.codewords(ch, i as u32, &pred.x0)?;
             let h = t - t_next;
-            x = apply(
-                m.step(t, t_next, t - h / p, p, self.config.mixing),
-                &pred.x0,
-                &pred.eps,
-                Some(&c),
-            )?;
+            x = apply(m.step(t, t_next, t - h / p, p, self.config.mixing), &pred.x0, &pred.eps, Some(&c))?;
         }
         // [D] return x0h of the last state (SPEC 2.5): one deterministic jump to the clean time.
         let t_last = *grid.last().unwrap();
@@ -389,12 +315,7 @@ impl<'a> Tokenizer<'a> {
             for _ in 0..interval.repeats {
                 let pred = self.predict(&x, t)?;
                 let c = self.codewords(ch, i, &pred.x0)?;
-                x = apply(
-                    m.step(t, t, t - interval.delta, 0.0, self.config.mixing),
-                    &pred.x0,
-                    &pred.eps,
-                    Some(&c),
-                )?;
+                x = apply(m.step(t, t, t - interval.delta, 0.0, self.config.mixing), &pred.x0, &pred.eps, Some(&c))?;
                 i += 1;
             }
         }
@@ -436,13 +357,7 @@ impl<'a> Tokenizer<'a> {
         self.entries(STREAM_CODEBOOK, i, &idx, x0h.device())
     }
 
-    fn entries(
-        &self,
-        stream: u32,
-        i: u32,
-        idx: &[u32],
-        dev: &candle_core::Device,
-    ) -> Result<Tensor> {
+    fn entries(&self, stream: u32, i: u32, idx: &[u32], dev: &candle_core::Device) -> Result<Tensor> {
         let cb = self.codebooks();
         let d = self.dim();
         let mut data = vec![0.0f32; idx.len() * d];
@@ -454,13 +369,7 @@ impl<'a> Tokenizer<'a> {
     }
 
     /// The initial point at `t` (SPEC 7).
-    fn initial_point(
-        &self,
-        ch: &mut dyn Chooser,
-        t: f64,
-        batch: usize,
-        dev: &candle_core::Device,
-    ) -> Result<Tensor> {
+    fn initial_point(&self, ch: &mut dyn Chooser, t: f64, batch: usize, dev: &candle_core::Device) -> Result<Tensor> {
         let m = self.denoiser.marginal();
         let (s, sig) = (m.s(t), m.big_sigma(t));
         let (c, h, w) = self.shape;
@@ -478,10 +387,7 @@ impl<'a> Tokenizer<'a> {
                 let z = self.entries(STREAM_INIT, 0, &vec![0; batch], dev)?;
                 (x_ref(r)? * s)? + (z * sig)?
             }
-            Init::ClosestNoise {
-                reference,
-                candidates,
-            } => {
+            Init::ClosestNoise { reference, candidates } => {
                 let x_ref = x_ref(reference)?;
                 let idx = ch.choose(STREAM_INIT, 0, *candidates, &x_ref)?;
                 let z = self.entries(STREAM_INIT, 0, &idx, dev)?;
@@ -507,30 +413,10 @@ impl Sampler {
     /// 18-point ρ = 7 grid, one step for consistency models, 10 Euler steps for rectified flow.
     pub fn default_for(family: Family) -> Self {
         match family {
-            Family::Ddpm => Sampler {
-                kind: SamplerKind::Ddim,
-                steps: 50,
-                rho: 1.0,
-                t_end: 0.0,
-            },
-            Family::Edm => Sampler {
-                kind: SamplerKind::Heun,
-                steps: 17,
-                rho: 7.0,
-                t_end: 0.002,
-            },
-            Family::Cm => Sampler {
-                kind: SamplerKind::Ddim,
-                steps: 0,
-                rho: 1.0,
-                t_end: 0.0,
-            },
-            Family::Rf => Sampler {
-                kind: SamplerKind::Ddim,
-                steps: 10,
-                rho: 1.0,
-                t_end: 0.0,
-            },
+            Family::Ddpm => Sampler { kind: SamplerKind::Ddim, steps: 50, rho: 1.0, t_end: 0.0 },
+            Family::Edm => Sampler { kind: SamplerKind::Heun, steps: 17, rho: 7.0, t_end: 0.002 },
+            Family::Cm => Sampler { kind: SamplerKind::Ddim, steps: 0, rho: 1.0, t_end: 0.0 },
+            Family::Rf => Sampler { kind: SamplerKind::Ddim, steps: 10, rho: 1.0, t_end: 0.0 },
         }
     }
 }
@@ -551,13 +437,7 @@ impl Config {
         Config {
             k,
             seed,
-            algorithm: Algorithm::Stochastic {
-                p: 0.5,
-                n: 300,
-                t_start: 999.0,
-                t_end: 0.0,
-                rho: 1.0,
-            },
+            algorithm: Algorithm::Stochastic { p: 0.5, n: 300, t_start: 999.0, t_end: 0.0, rho: 1.0 },
             mixing: Mixing::BigSigma,
             init: Init::Noise,
             sampler: Sampler::default_for(Family::Ddpm),

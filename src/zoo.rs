@@ -136,13 +136,10 @@ pub fn default_model() -> &'static str {
 
 /// Looks a model up by name.
 pub fn entry(name: &str) -> Result<ModelEntry> {
-    entries()
-        .into_iter()
-        .find(|e| e.name == name)
-        .with_context(|| {
-            let names: Vec<&str> = entries().iter().map(|e| e.name).collect();
-            format!("unknown model '{name}'; known models: {}", names.join(", "))
-        })
+    entries().into_iter().find(|e| e.name == name).with_context(|| {
+        let names: Vec<&str> = entries().iter().map(|e| e.name).collect();
+        format!("unknown model '{name}'; known models: {}", names.join(", "))
+    })
 }
 
 /// `$GDDCM_HOME`, else `~/.gddcm`.
@@ -155,10 +152,7 @@ pub fn gddcm_home() -> Option<PathBuf> {
 /// The repository's `models/` folder: beside the working directory, or where this crate was
 /// built from.
 fn bundled_roots() -> Vec<PathBuf> {
-    vec![
-        PathBuf::from("models"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
-    ]
+    vec![PathBuf::from("models"), Path::new(env!("CARGO_MANIFEST_DIR")).join("models")]
 }
 
 fn hf_snapshots(repo: &str) -> Vec<PathBuf> {
@@ -166,12 +160,8 @@ fn hf_snapshots(repo: &str) -> Vec<PathBuf> {
         .map(|h| Path::new(&h).join("hub"))
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/huggingface/hub")));
     let Some(hub) = hub else { return vec![] };
-    let dir = hub
-        .join(format!("models--{}", repo.replace('/', "--")))
-        .join("snapshots");
-    std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default()
+    let dir = hub.join(format!("models--{}", repo.replace('/', "--"))).join("snapshots");
+    std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default()
 }
 
 impl ModelEntry {
@@ -179,11 +169,7 @@ impl ModelEntry {
     pub fn candidate_dirs(&self, weights: Option<&Path>) -> Vec<PathBuf> {
         let mut dirs = Vec::new();
         if let Some(w) = weights {
-            dirs.push(if w.is_file() {
-                w.parent().unwrap_or(Path::new(".")).to_path_buf()
-            } else {
-                w.to_path_buf()
-            });
+            dirs.push(if w.is_file() { w.parent().unwrap_or(Path::new(".")).to_path_buf() } else { w.to_path_buf() });
         }
         if let Some(home) = gddcm_home() {
             dirs.push(home.join(self.name));
@@ -201,9 +187,7 @@ impl ModelEntry {
     pub fn locate(&self, weights: Option<&Path>) -> Result<PathBuf> {
         let dirs = self.candidate_dirs(weights);
         for dir in &dirs {
-            if self.files.iter().all(|f| {
-                dir.join(f).is_file() || alt_bin(&dir.join(f)).is_some_and(|p| p.is_file())
-            }) {
+            if self.files.iter().all(|f| dir.join(f).is_file() || alt_bin(&dir.join(f)).is_some_and(|p| p.is_file())) {
                 return Ok(dir.clone());
             }
         }
@@ -239,6 +223,17 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// The tuned settings shipped with the model (`profile.json` beside its weights, written
+    /// by `gddcm search`), if any.
+    pub fn profile(&self) -> Result<Option<crate::profile::Settings>> {
+        let path = self.dir.join("profile.json");
+        if path.is_file() {
+            Ok(Some(crate::profile::Settings::load(&path)?))
+        } else {
+            Ok(None)
+        }
+    }
+
     /// The network input shape `[C, H, W]`.
     pub fn shape(&self) -> (usize, usize, usize) {
         (self.entry.channels, self.entry.size, self.entry.size)
@@ -247,8 +242,7 @@ impl LoadedModel {
 
 /// SHA-256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<[u8; 32]> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(h.finalize().into())
@@ -271,23 +265,14 @@ pub fn load(name: &str, weights: Option<&Path>) -> Result<LoadedModel> {
         }
     };
     let denoiser: Box<dyn Denoiser> = match entry.parameterization {
-        Parameterization::DdpmEpsilon => Box::new(RegressionDenoiser::ddpm(
-            net,
-            Marginal::Ddpm(DdpmSchedule::cifar10()),
-            true,
-        )),
-        Parameterization::Preconditioned(precond) => Box::new(PrecondDenoiser {
-            net,
-            precond,
-            marginal: Marginal::Edm,
-        }),
+        Parameterization::DdpmEpsilon => {
+            Box::new(RegressionDenoiser::ddpm(net, Marginal::Ddpm(DdpmSchedule::cifar10()), true))
+        }
+        Parameterization::Preconditioned(precond) => {
+            Box::new(PrecondDenoiser { net, precond, marginal: Marginal::Edm })
+        }
         Parameterization::Velocity => Box::new(RegressionDenoiser::rectified_flow(net)),
     };
     let weights_sha256 = sha256_file(&weights_file)?;
-    Ok(LoadedModel {
-        entry,
-        denoiser,
-        weights_sha256,
-        dir,
-    })
+    Ok(LoadedModel { entry, denoiser, weights_sha256, dir })
 }

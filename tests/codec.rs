@@ -14,21 +14,12 @@ use gddcm::zoo::{LoadedModel, ModelEntry, Parameterization, WeightsKind};
 fn model(family: Family) -> LoadedModel {
     // Data on 1×16×16 images (padded from 12×12 by 2 pixels of −1, like Fashion-MNIST).
     let gmm = Gmm::random(3, 256, 0.2, 0.3, 5);
-    let net = |param| {
-        Box::new(AnalyticNetwork {
-            gmm: gmm.clone(),
-            param,
-        })
-    };
+    let net = |param| Box::new(AnalyticNetwork { gmm: gmm.clone(), param });
     let (denoiser, parameterization): (Box<dyn Denoiser>, _) = match family {
         Family::Ddpm => {
             let m = Marginal::Ddpm(DdpmSchedule::cifar10());
             (
-                Box::new(RegressionDenoiser::ddpm(
-                    net(AnalyticParam::Epsilon(m.clone())),
-                    m,
-                    true,
-                )),
+                Box::new(RegressionDenoiser::ddpm(net(AnalyticParam::Epsilon(m.clone())), m, true)),
                 Parameterization::DdpmEpsilon,
             )
         }
@@ -48,12 +39,9 @@ fn model(family: Family) -> LoadedModel {
             }),
             Parameterization::Preconditioned(Precond::CM_CIFAR10),
         ),
-        Family::Rf => (
-            Box::new(RegressionDenoiser::rectified_flow(net(
-                AnalyticParam::Velocity,
-            ))),
-            Parameterization::Velocity,
-        ),
+        Family::Rf => {
+            (Box::new(RegressionDenoiser::rectified_flow(net(AnalyticParam::Velocity))), Parameterization::Velocity)
+        }
     };
     let entry = ModelEntry {
         name: "analytic-gmm",
@@ -69,12 +57,7 @@ fn model(family: Family) -> LoadedModel {
         files: &[],
         download: "",
     };
-    LoadedModel {
-        entry,
-        denoiser,
-        weights_sha256: [7; 32],
-        dir: ".".into(),
-    }
+    LoadedModel { entry, denoiser, weights_sha256: [7; 32], dir: ".".into() }
 }
 
 fn images() -> Vec<Image> {
@@ -94,28 +77,13 @@ fn files_decode_to_the_encoder_reconstruction() {
     let refs: Vec<&Image> = imgs.iter().collect();
     for family in [Family::Ddpm, Family::Edm, Family::Cm, Family::Rf] {
         let m = model(family);
-        for (p, init) in [
-            (0.0, InitKind::I1),
-            (0.0, InitKind::I3),
-            (0.5, InitKind::I1),
-            (0.3, InitKind::I2),
-        ] {
-            let settings = Settings {
-                k: 37,
-                n: 24,
-                p,
-                init,
-                k0: 20,
-                ..Settings::default()
-            };
+        for (p, init) in [(0.0, InitKind::I1), (0.0, InitKind::I3), (0.5, InitKind::I1), (0.3, InitKind::I2)] {
+            let settings = Settings { k: 37, n: 24, p, init, k0: 20, ..Settings::default() };
             let cfg = settings.to_config(family, m.denoiser.marginal()).unwrap();
             let enc = codec::encode(&m, &cfg, &refs, &Device::Cpu, None).unwrap();
             // Through bytes, as a decoder on another run would see them.
-            let files: Vec<TokenFile> = enc
-                .files
-                .iter()
-                .map(|f| TokenFile::from_bytes(&f.to_bytes().unwrap()).unwrap())
-                .collect();
+            let files: Vec<TokenFile> =
+                enc.files.iter().map(|f| TokenFile::from_bytes(&f.to_bytes().unwrap()).unwrap()).collect();
             assert_eq!(files, enc.files);
             let frefs: Vec<&TokenFile> = files.iter().collect();
             let dec = codec::decode(&m, &frefs, &Device::Cpu, None).unwrap();
@@ -130,38 +98,20 @@ fn files_decode_to_the_encoder_reconstruction() {
 #[test]
 fn decoding_with_other_weights_is_refused() {
     let m = model(Family::Edm);
-    let cfg = Settings {
-        n: 4,
-        k: 4,
-        ..Settings::default()
-    }
-    .to_config(Family::Edm, m.denoiser.marginal())
-    .unwrap();
+    let cfg = Settings { n: 4, k: 4, ..Settings::default() }.to_config(Family::Edm, m.denoiser.marginal()).unwrap();
     let imgs = images();
     let enc = codec::encode(&m, &cfg, &[&imgs[0]], &Device::Cpu, None).unwrap();
     let mut other = model(Family::Edm);
     other.weights_sha256 = [8; 32];
-    let err = codec::decode(&other, &[&enc.files[0]], &Device::Cpu, None)
-        .unwrap_err()
-        .to_string();
+    let err = codec::decode(&other, &[&enc.files[0]], &Device::Cpu, None).unwrap_err().to_string();
     assert!(err.contains("analytic-gmm"), "{err}");
 }
 
 #[test]
 fn wrong_image_sizes_are_refused_with_the_expected_size() {
     let m = model(Family::Edm);
-    let cfg = Settings::default()
-        .to_config(Family::Edm, m.denoiser.marginal())
-        .unwrap();
-    let big = Image {
-        channels: 1,
-        height: 20,
-        width: 20,
-        data: vec![0; 400],
-    };
-    let err = codec::encode(&m, &cfg, &[&big], &Device::Cpu, None)
-        .err()
-        .unwrap()
-        .to_string();
+    let cfg = Settings::default().to_config(Family::Edm, m.denoiser.marginal()).unwrap();
+    let big = Image { channels: 1, height: 20, width: 20, data: vec![0; 400] };
+    let err = codec::encode(&m, &cfg, &[&big], &Device::Cpu, None).err().unwrap().to_string();
     assert!(err.contains("16×16"), "{err}");
 }

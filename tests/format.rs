@@ -45,26 +45,12 @@ fn sample(k: u32, n: u32) -> TokenFile {
             p: 0.5,
             mixing: Mixing::SigmaBig,
             clip_x0: true,
-            algorithm: Algorithm::Alg1 {
-                t_r: 999.0,
-                t_t: 0.0,
-                rho: 7.0,
-            },
+            algorithm: Algorithm::Alg1 { t_r: 999.0, t_t: 0.0, rho: 7.0 },
             init: InitStrategy::I1,
-            sampler: FinalSampler {
-                kind: SamplerKind::Ddim,
-                steps: 50,
-                rho: 1.0,
-            },
+            sampler: FinalSampler { kind: SamplerKind::Ddim, steps: 50, rho: 1.0 },
             dtype: ComputeDtype::F32,
         },
-        image: ImageSpec {
-            channels: 3,
-            height: 32,
-            width: 32,
-            lo: -1.0,
-            hi: 1.0,
-        },
+        image: ImageSpec { channels: 3, height: 32, width: 32, lo: -1.0, hi: 1.0 },
         tokens: tokens(k, n, u64::from(k) * 31 + u64::from(n)),
     }
 }
@@ -80,30 +66,13 @@ fn sample_alg2(k: u32, n: u32) -> TokenFile {
     f.procedure.algorithm = Algorithm::Alg2 {
         t_s: 2.5,
         schedule: vec![
-            ScheduleEntry {
-                delta: 1.25,
-                repeats: first,
-            },
-            ScheduleEntry {
-                delta: 0.5,
-                repeats: 0,
-            },
-            ScheduleEntry {
-                delta: 0.125,
-                repeats: n - first,
-            },
+            ScheduleEntry { delta: 1.25, repeats: first },
+            ScheduleEntry { delta: 0.5, repeats: 0 },
+            ScheduleEntry { delta: 0.125, repeats: n - first },
         ],
     };
-    f.procedure.init = InitStrategy::I3 {
-        x_ref: XRef::DatasetMean,
-        k0: 256,
-        j0: 17,
-    };
-    f.procedure.sampler = FinalSampler {
-        kind: SamplerKind::Heun,
-        steps: 18,
-        rho: 7.0,
-    };
+    f.procedure.init = InitStrategy::I3 { x_ref: XRef::DatasetMean, k0: 256, j0: 17 };
+    f.procedure.sampler = FinalSampler { kind: SamplerKind::Heun, steps: 18, rho: 7.0 };
     f
 }
 
@@ -151,10 +120,7 @@ fn round_trip(f: &TokenFile) -> Vec<u8> {
     assert_eq!(&back, f);
     assert_eq!(back.to_bytes().unwrap(), bytes, "canonical encoding");
     assert_eq!(f.total_bits(), 8 * bytes.len() as u64);
-    assert_eq!(
-        bytes.len() as u64,
-        f.header_bytes() + f.payload_bits().div_ceil(8) + 4
-    );
+    assert_eq!(bytes.len() as u64, f.header_bytes() + f.payload_bits().div_ceil(8) + 4);
     bytes
 }
 
@@ -176,19 +142,7 @@ fn offsets_match_layout() {
 
 #[test]
 fn round_trip_sizes_for_many_k_and_n() {
-    let ks = [
-        2u32,
-        3,
-        5,
-        16,
-        255,
-        256,
-        1000,
-        4096,
-        65_535,
-        (1 << 24) - 1,
-        1 << 24,
-    ];
+    let ks = [2u32, 3, 5, 16, 255, 256, 1000, 4096, 65_535, (1 << 24) - 1, 1 << 24];
     let ns = [1u32, 2, 3, 7, 64, 300, 1000, 2999, 4096];
     for &k in &ks {
         for &n in &ns {
@@ -217,14 +171,7 @@ fn round_trip_sizes_for_many_k_and_n() {
 #[test]
 fn table_of_spec_6_payload_sizes() {
     // SPEC 6, CIFAR-10, N = 300: payload bits for K = 2 .. 4096.
-    for (k, bits) in [
-        (2, 300),
-        (16, 1200),
-        (64, 1800),
-        (256, 2400),
-        (1024, 3000),
-        (4096, 3600),
-    ] {
+    for (k, bits) in [(2, 300), (16, 1200), (64, 1800), (256, 2400), (1024, 3000), (4096, 3600)] {
         let f = sample(k, 300);
         assert_eq!(f.payload_bits(), bits);
         assert!((f.payload_bpp() - bits as f64 / 1024.0).abs() < 1e-12);
@@ -255,47 +202,24 @@ fn every_enum_value_round_trips() {
     let inits = [
         InitStrategy::I1,
         InitStrategy::I2 { x_ref: XRef::Zeros },
-        InitStrategy::I2 {
-            x_ref: XRef::DatasetMean,
-        },
-        InitStrategy::I3 {
-            x_ref: XRef::Zeros,
-            k0: 1,
-            j0: 0,
-        },
-        InitStrategy::I3 {
-            x_ref: XRef::DatasetMean,
-            k0: 1 << 24,
-            j0: (1 << 24) - 1,
-        },
+        InitStrategy::I2 { x_ref: XRef::DatasetMean },
+        InitStrategy::I3 { x_ref: XRef::Zeros, k0: 1, j0: 0 },
+        InitStrategy::I3 { x_ref: XRef::DatasetMean, k0: 1 << 24, j0: (1 << 24) - 1 },
     ];
-    let kinds = [
-        SamplerKind::Ddim,
-        SamplerKind::Heun,
-        SamplerKind::OneStep,
-        SamplerKind::Euler,
-    ];
+    let kinds = [SamplerKind::Ddim, SamplerKind::Heun, SamplerKind::OneStep, SamplerKind::Euler];
     let dtypes = [ComputeDtype::F32, ComputeDtype::F16, ComputeDtype::BF16];
     let mut i = 0usize;
     for (fi, &family) in families.iter().enumerate() {
         for (pi, &parameterization) in params.iter().enumerate() {
             for (si, &schedule) in schedules.iter().enumerate() {
-                let mut f = if (fi + pi + si) % 2 == 0 {
-                    sample(1000, 37)
-                } else {
-                    sample_alg2(64, 37)
-                };
+                let mut f = if (fi + pi + si) % 2 == 0 { sample(1000, 37) } else { sample_alg2(64, 37) };
                 f.model.family = family;
                 f.model.parameterization = parameterization;
                 f.model.schedule = schedule;
                 f.model.name = "é-model ✓".repeat(i % 3);
                 f.model.weights_sha256 = sha(i as u8);
                 f.procedure.seed = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                f.procedure.mixing = if i.is_multiple_of(2) {
-                    Mixing::SigmaBig
-                } else {
-                    Mixing::SigmaSmall
-                };
+                f.procedure.mixing = if i.is_multiple_of(2) { Mixing::SigmaBig } else { Mixing::SigmaSmall };
                 f.procedure.clip_x0 = i.is_multiple_of(3);
                 f.procedure.init = inits[i % inits.len()];
                 f.procedure.sampler.kind = kinds[i % kinds.len()];
@@ -321,13 +245,7 @@ fn extreme_but_valid_values_round_trip() {
     f.procedure.seed = u64::MAX;
     f.procedure.p = 1.0 - f64::EPSILON;
     f.procedure.sampler.steps = MAX_SAMPLER_STEPS;
-    f.image = ImageSpec {
-        channels: 1,
-        height: 8192,
-        width: 8192,
-        lo: f32::MIN,
-        hi: f32::MAX,
-    };
+    f.image = ImageSpec { channels: 1, height: 8192, width: 8192, lo: f32::MIN, hi: f32::MAX };
     f.tokens = vec![(1 << 24) - 1];
     round_trip(&f);
     // The largest colour image (3·8192·8192 < 2^28, so the element cap never binds alone).
@@ -347,10 +265,7 @@ fn max_file_bytes_bounds_the_largest_file() {
     f.procedure.algorithm = Algorithm::Alg2 {
         t_s: 10.0,
         schedule: vec![
-            ScheduleEntry {
-                delta: 1.0,
-                repeats: MAX_N / MAX_SCHEDULE_ENTRIES,
-            };
+            ScheduleEntry { delta: 1.0, repeats: MAX_N / MAX_SCHEDULE_ENTRIES };
             MAX_SCHEDULE_ENTRIES as usize
         ],
     };
@@ -366,10 +281,7 @@ fn max_file_bytes_bounds_the_largest_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.gddcm");
     std::fs::write(&path, vec![0u8; MAX_FILE_BYTES as usize + 1]).unwrap();
-    assert!(matches!(
-        TokenFile::read(&path),
-        Err(FormatError::FileTooLarge { .. })
-    ));
+    assert!(matches!(TokenFile::read(&path), Err(FormatError::FileTooLarge { .. })));
 }
 
 #[test]
@@ -384,13 +296,7 @@ fn largest_mixed_radix_payload_round_trips_quickly() {
     assert!(secs < 30.0, "mixed-radix round trip took {secs} s");
     // One more token is over the cap.
     let g = sample(k, n + 1);
-    assert!(matches!(
-        g.to_bytes(),
-        Err(FormatError::OutOfRange {
-            field: "procedure.n",
-            ..
-        })
-    ));
+    assert!(matches!(g.to_bytes(), Err(FormatError::OutOfRange { field: "procedure.n", .. })));
 }
 
 #[test]
@@ -409,9 +315,7 @@ fn every_prefix_is_truncated() {
         let bytes = f.to_bytes().unwrap();
         for len in 0..bytes.len() {
             match TokenFile::from_bytes(&bytes[..len]) {
-                Err(FormatError::Truncated {
-                    needed, available, ..
-                }) => assert!(needed > available as u64),
+                Err(FormatError::Truncated { needed, available, .. }) => assert!(needed > available as u64),
                 other => panic!("prefix of {len} bytes: {other:?}"),
             }
         }
@@ -429,10 +333,7 @@ fn every_byte_and_bit_flip_is_an_error() {
                 let r = TokenFile::from_bytes(&b);
                 assert!(r.is_err(), "flip {mask:#x} at {i} parsed");
                 if i >= bytes.len() - 4 {
-                    assert!(
-                        matches!(r, Err(FormatError::ChecksumMismatch { .. })),
-                        "{r:?}"
-                    );
+                    assert!(matches!(r, Err(FormatError::ChecksumMismatch { .. })), "{r:?}");
                 }
             }
         }
@@ -443,10 +344,7 @@ fn every_byte_and_bit_flip_is_an_error() {
     for i in OFF_PAYLOAD..bytes.len() - 4 {
         let mut b = bytes.clone();
         b[i] ^= 0x10;
-        assert!(matches!(
-            TokenFile::from_bytes(&b),
-            Err(FormatError::ChecksumMismatch { .. })
-        ));
+        assert!(matches!(TokenFile::from_bytes(&b), Err(FormatError::ChecksumMismatch { .. })));
     }
 }
 
@@ -458,10 +356,7 @@ fn bad_magic() {
     assert!(matches!(e, FormatError::BadMagic { .. }), "{e:?}");
     assert!(e.to_string().contains("magic"), "{e}");
     let png = b"\x89PNG\r\n\x1a\n0000000000000000";
-    assert!(matches!(
-        TokenFile::from_bytes(png),
-        Err(FormatError::BadMagic { .. })
-    ));
+    assert!(matches!(TokenFile::from_bytes(png), Err(FormatError::BadMagic { .. })));
 }
 
 #[test]
@@ -478,10 +373,7 @@ fn unsupported_version() {
             ref other => panic!("{other:?}"),
         }
         let msg = e.to_string();
-        assert!(
-            msg.contains(&v.to_string()) && msg.contains("supports version 1"),
-            "{msg}"
-        );
+        assert!(msg.contains(&v.to_string()) && msg.contains("supports version 1"), "{msg}");
     }
 }
 
@@ -497,10 +389,7 @@ fn absurd_values_with_correct_checksum() {
     let bytes = sample(16, 4).to_bytes().unwrap();
     for k in [0u32, 1, (1 << 24) + 1, u32::MAX] {
         let msg = expect_out_of_range(&patch(&bytes, OFF_K, &k.to_le_bytes()), "procedure.k");
-        assert!(
-            msg.contains(&k.to_string()) && msg.contains("2..=16777216"),
-            "{msg}"
-        );
+        assert!(msg.contains(&k.to_string()) && msg.contains("2..=16777216"), "{msg}");
     }
     for n in [0u32, MAX_N + 1, u32::MAX] {
         let msg = expect_out_of_range(&patch(&bytes, OFF_N, &n.to_le_bytes()), "procedure.n");
@@ -514,10 +403,7 @@ fn absurd_values_with_correct_checksum() {
         expect_out_of_range(&patch(&bytes, OFF_P, &p.to_le_bytes()), "procedure.p");
     }
     for t in [0u32, MAX_DDPM_STEPS + 1] {
-        expect_out_of_range(
-            &patch(&bytes, OFF_DDPM_T, &t.to_le_bytes()),
-            "model.schedule.t",
-        );
+        expect_out_of_range(&patch(&bytes, OFF_DDPM_T, &t.to_le_bytes()), "model.schedule.t");
     }
     for c in [0u8, 2, 4, 255] {
         expect_out_of_range(&patch(&bytes, OFF_CHANNELS, &[c]), "image.channels");
@@ -532,19 +418,10 @@ fn absurd_values_with_correct_checksum() {
     let b = patch(&bytes, OFF_LO, &f32::NAN.to_le_bytes());
     expect_out_of_range(&b, "image.lo");
     // T_t ≥ T_r, negative T_t.
-    expect_out_of_range(
-        &patch(&bytes, OFF_TT, &1000f64.to_le_bytes()),
-        "procedure.algorithm.t_t",
-    );
-    expect_out_of_range(
-        &patch(&bytes, OFF_TT, &(-1f64).to_le_bytes()),
-        "procedure.algorithm.t_t",
-    );
+    expect_out_of_range(&patch(&bytes, OFF_TT, &1000f64.to_le_bytes()), "procedure.algorithm.t_t");
+    expect_out_of_range(&patch(&bytes, OFF_TT, &(-1f64).to_le_bytes()), "procedure.algorithm.t_t");
     // Sampler steps 0.
-    expect_out_of_range(
-        &patch(&bytes, OFF_STEPS, &0u32.to_le_bytes()),
-        "procedure.sampler.steps",
-    );
+    expect_out_of_range(&patch(&bytes, OFF_STEPS, &0u32.to_le_bytes()), "procedure.sampler.steps");
 }
 
 #[test]
@@ -568,10 +445,7 @@ fn invalid_enum_tags() {
         match TokenFile::from_bytes(&patch(&bytes, off, &[tag])) {
             Err(e @ FormatError::InvalidTag { .. }) => {
                 let msg = e.to_string();
-                assert!(
-                    msg.contains(field) && msg.contains(&tag.to_string()),
-                    "{msg}"
-                );
+                assert!(msg.contains(field) && msg.contains(&tag.to_string()), "{msg}");
             }
             other => panic!("{field} = {tag}: {other:?}"),
         }
@@ -583,19 +457,10 @@ fn algorithm_must_match_p() {
     let bytes = sample(16, 4).to_bytes().unwrap();
     // p = 0 with Algorithm-1 data.
     let b = patch(&bytes, OFF_P, &0f64.to_le_bytes());
-    assert!(matches!(
-        TokenFile::from_bytes(&b),
-        Err(FormatError::Inconsistent {
-            field: "procedure.algorithm",
-            ..
-        })
-    ));
+    assert!(matches!(TokenFile::from_bytes(&b), Err(FormatError::Inconsistent { field: "procedure.algorithm", .. })));
     let mut f = sample_alg2(16, 4);
     f.procedure.p = 0.25;
-    assert!(matches!(
-        f.to_bytes(),
-        Err(FormatError::Inconsistent { .. })
-    ));
+    assert!(matches!(f.to_bytes(), Err(FormatError::Inconsistent { .. })));
 }
 
 #[test]
@@ -606,10 +471,7 @@ fn schedule_must_sum_to_n() {
     let alg2_off = OFF_ALG - 4; // EdmSigma has no T field
     assert_eq!(bytes[alg2_off], 2);
     let first_repeats = alg2_off + 1 + 8 + 4 + 8;
-    assert_eq!(
-        &bytes[first_repeats..first_repeats + 4],
-        &10u32.to_le_bytes()
-    );
+    assert_eq!(&bytes[first_repeats..first_repeats + 4], &10u32.to_le_bytes());
     let b = patch(&bytes, first_repeats, &11u32.to_le_bytes());
     match TokenFile::from_bytes(&b) {
         Err(e @ FormatError::ScheduleSum { n: 30, sum: 31 }) => {
@@ -621,10 +483,7 @@ fn schedule_must_sum_to_n() {
     let b = patch(&bytes, alg2_off + 9, &MAX_SCHEDULE_ENTRIES.to_le_bytes());
     assert!(matches!(
         TokenFile::from_bytes(&b),
-        Err(FormatError::Truncated {
-            field: "procedure.algorithm.schedule",
-            ..
-        })
+        Err(FormatError::Truncated { field: "procedure.algorithm.schedule", .. })
     ));
     let b = patch(&bytes, alg2_off + 9, &u32::MAX.to_le_bytes());
     expect_out_of_range(&b, "procedure.algorithm.schedule.len");
@@ -648,10 +507,7 @@ fn j0_must_be_below_k0() {
     assert_eq!(bytes[init_off], 3);
     let b = patch(&bytes, init_off + 6, &256u32.to_le_bytes());
     let msg = expect_out_of_range(&b, "procedure.init.j0");
-    assert!(
-        msg.contains("< K0 = 256") && msg.contains("found 256"),
-        "{msg}"
-    );
+    assert!(msg.contains("< K0 = 256") && msg.contains("found 256"), "{msg}");
     let b = patch(&bytes, init_off + 2, &0u32.to_le_bytes());
     expect_out_of_range(&b, "procedure.init.k0");
 }
@@ -671,14 +527,7 @@ fn token_not_below_k() {
     // K = 1000, N = 3: 30 bits; all-ones (2^30 − 1 ≥ 10^9).
     let bytes = sample(1000, 3).to_bytes().unwrap();
     let b = patch(&bytes, OFF_PAYLOAD, &[0xFF, 0xFF, 0xFF, 0x3F]);
-    assert!(matches!(
-        TokenFile::from_bytes(&b),
-        Err(FormatError::TokenOutOfRange {
-            index: 2,
-            k: 1000,
-            ..
-        })
-    ));
+    assert!(matches!(TokenFile::from_bytes(&b), Err(FormatError::TokenOutOfRange { index: 2, k: 1000, .. })));
     // The largest value below K^N still parses.
     let b = patch(&bytes, OFF_PAYLOAD, &(999_999_999u32).to_le_bytes());
     let f = TokenFile::from_bytes(&b).unwrap();
@@ -686,22 +535,9 @@ fn token_not_below_k() {
     // to_bytes refuses tokens ≥ K.
     let mut f = sample(16, 4);
     f.tokens[2] = 16;
-    assert!(matches!(
-        f.to_bytes(),
-        Err(FormatError::TokenOutOfRange {
-            index: 2,
-            value: 16,
-            k: 16
-        })
-    ));
+    assert!(matches!(f.to_bytes(), Err(FormatError::TokenOutOfRange { index: 2, value: 16, k: 16 })));
     f.tokens.push(0);
-    assert!(matches!(
-        f.to_bytes(),
-        Err(FormatError::Inconsistent {
-            field: "tokens",
-            ..
-        })
-    ));
+    assert!(matches!(f.to_bytes(), Err(FormatError::Inconsistent { field: "tokens", .. })));
 }
 
 #[test]
@@ -710,21 +546,11 @@ fn padding_bits_must_be_zero() {
     let bytes = sample(2, 3).to_bytes().unwrap();
     let payload = bytes[OFF_PAYLOAD];
     let b = patch(&bytes, OFF_PAYLOAD, &[payload | 0x08]);
-    assert!(matches!(
-        TokenFile::from_bytes(&b),
-        Err(FormatError::NonZeroPadding {
-            bits: 3,
-            unused: 5,
-            found: 1
-        })
-    ));
+    assert!(matches!(TokenFile::from_bytes(&b), Err(FormatError::NonZeroPadding { bits: 3, unused: 5, found: 1 })));
     // Mixed radix: K = 3, N = 2 → 9 < 16: 4 bits.
     let bytes = sample(3, 2).to_bytes().unwrap();
     let b = patch(&bytes, OFF_PAYLOAD, &[0x10]);
-    assert!(matches!(
-        TokenFile::from_bytes(&b),
-        Err(FormatError::NonZeroPadding { bits: 4, .. })
-    ));
+    assert!(matches!(TokenFile::from_bytes(&b), Err(FormatError::NonZeroPadding { bits: 4, .. })));
 }
 
 #[test]
@@ -754,22 +580,11 @@ fn checksum_mismatch_names_both_values() {
 fn name_errors() {
     let bytes = sample(16, 4).to_bytes().unwrap();
     let b = patch(&bytes, OFF_NAME_LEN + 1, &[0xFF]);
-    assert!(matches!(
-        TokenFile::from_bytes(&b),
-        Err(FormatError::InvalidUtf8 {
-            field: "model.name",
-            ..
-        })
-    ));
+    assert!(matches!(TokenFile::from_bytes(&b), Err(FormatError::InvalidUtf8 { field: "model.name", .. })));
     let mut f = sample(16, 4);
     f.model.name = "y".repeat(256);
     match f.to_bytes() {
-        Err(
-            e @ FormatError::OutOfRange {
-                field: "model.name",
-                ..
-            },
-        ) => {
+        Err(e @ FormatError::OutOfRange { field: "model.name", .. }) => {
             assert!(e.to_string().contains("256 bytes"), "{e}")
         }
         other => panic!("{other:?}"),
@@ -783,14 +598,8 @@ fn model_check() {
     let e = f.check_model("edm-cifar10", &sha(0x11)).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, FormatError::ModelMismatch { .. }));
-    assert!(
-        msg.contains(NAME) && msg.contains("a0a7aeb5bcc3cad1"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("edm-cifar10") && msg.contains("11181f262d343b42"),
-        "{msg}"
-    );
+    assert!(msg.contains(NAME) && msg.contains("a0a7aeb5bcc3cad1"), "{msg}");
+    assert!(msg.contains("edm-cifar10") && msg.contains("11181f262d343b42"), "{msg}");
     let e2 = model_mismatch_error(NAME, &sha(0xA0), "edm-cifar10", &sha(0x11));
     assert_eq!(e2.to_string(), msg);
 }
@@ -812,15 +621,8 @@ fn write_atomic_and_read() {
     let g = sample(4096, 300);
     g.write_atomic(&path).unwrap();
     assert_eq!(TokenFile::read(&path).unwrap(), g);
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(
-        names,
-        vec![std::ffi::OsString::from("img.gddcm")],
-        "no temp files left"
-    );
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("img.gddcm")], "no temp files left");
     // An invalid file is not written.
     let mut bad = g.clone();
     bad.tokens[0] = 4096;
@@ -855,28 +657,14 @@ fn display_summary() {
         assert!(s.contains(needle), "missing {needle:?} in\n{s}");
     }
     let s = sample(16, 300).to_string();
-    assert!(
-        s.contains("algorithm:  1 (p > 0), T_r = 999, T_t = 0"),
-        "{s}"
-    );
+    assert!(s.contains("algorithm:  1 (p > 0), T_r = 999, T_t = 0"), "{s}");
     assert!(s.contains("1.1719 bpp"), "{s}");
 }
 
 fn arb_file() -> impl Strategy<Value = TokenFile> {
-    let k = prop_oneof![
-        2u32..=20,
-        (1u32..=24).prop_map(|m| 1 << m),
-        2u32..=(1 << 24),
-    ];
+    let k = prop_oneof![2u32..=20, (1u32..=24).prop_map(|m| 1 << m), 2u32..=(1 << 24),];
     (
-        (
-            k,
-            1u32..=600,
-            any::<u64>(),
-            any::<bool>(),
-            proptest::collection::vec(any::<u8>(), 0..40),
-            0u8..4,
-        ),
+        (k, 1u32..=600, any::<u64>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..40), 0u8..4),
         0u8..6,
         (0u32..4, 1u32..5000),
         (0u32..3, 1u32..=(1 << 24), any::<u32>(), any::<bool>()),
@@ -915,19 +703,12 @@ fn arb_file() -> impl Strategy<Value = TokenFile> {
                     _ => MarginalSchedule::RfTau,
                 };
                 f.procedure.seed = seed;
-                f.procedure.mixing = if salt & 1 == 0 {
-                    Mixing::SigmaBig
-                } else {
-                    Mixing::SigmaSmall
-                };
+                f.procedure.mixing = if salt & 1 == 0 { Mixing::SigmaBig } else { Mixing::SigmaSmall };
                 f.procedure.clip_x0 = salt & 2 == 0;
                 if alg1 {
                     f.procedure.p = (salt % 999 + 1) as f64 / 1000.0;
-                    f.procedure.algorithm = Algorithm::Alg1 {
-                        t_r: 1.0 + (salt % 1000) as f64,
-                        t_t: (salt % 7) as f64 / 8.0,
-                        rho,
-                    };
+                    f.procedure.algorithm =
+                        Algorithm::Alg1 { t_r: 1.0 + (salt % 1000) as f64, t_t: (salt % 7) as f64 / 8.0, rho };
                 } else {
                     f.procedure.p = 0.0;
                     let mut schedule = Vec::new();
@@ -936,48 +717,26 @@ fn arb_file() -> impl Strategy<Value = TokenFile> {
                     while left > 0 {
                         let r = (1 + (s % 50) as u32).min(left);
                         s = s.rotate_left(7) ^ 0x5555;
-                        schedule.push(ScheduleEntry {
-                            delta: 1.0 + (s % 100) as f64 / 3.0,
-                            repeats: r,
-                        });
+                        schedule.push(ScheduleEntry { delta: 1.0 + (s % 100) as f64 / 3.0, repeats: r });
                         left -= r;
                     }
-                    f.procedure.algorithm = Algorithm::Alg2 {
-                        t_s: rho * 3.0,
-                        schedule,
-                    };
+                    f.procedure.algorithm = Algorithm::Alg2 { t_s: rho * 3.0, schedule };
                 }
                 let x_ref = if xr { XRef::Zeros } else { XRef::DatasetMean };
                 f.procedure.init = match ini {
                     0 => InitStrategy::I1,
                     1 => InitStrategy::I2 { x_ref },
-                    _ => InitStrategy::I3 {
-                        x_ref,
-                        k0,
-                        j0: j0 % k0,
-                    },
+                    _ => InitStrategy::I3 { x_ref, k0, j0: j0 % k0 },
                 };
                 f.procedure.sampler = FinalSampler {
-                    kind: [
-                        SamplerKind::Ddim,
-                        SamplerKind::Heun,
-                        SamplerKind::OneStep,
-                        SamplerKind::Euler,
-                    ][sk as usize],
+                    kind: [SamplerKind::Ddim, SamplerKind::Heun, SamplerKind::OneStep, SamplerKind::Euler][sk as usize],
                     steps,
                     rho,
                 };
-                f.procedure.dtype =
-                    [ComputeDtype::F32, ComputeDtype::F16, ComputeDtype::BF16][dt as usize];
+                f.procedure.dtype = [ComputeDtype::F32, ComputeDtype::F16, ComputeDtype::BF16][dt as usize];
                 let channels = if mono { 1 } else { 3 };
                 let w = if channels == 3 { w.min(5000) } else { w };
-                f.image = ImageSpec {
-                    channels,
-                    height: h,
-                    width: w,
-                    lo: -(rho as f32),
-                    hi: rho as f32,
-                };
+                f.image = ImageSpec { channels, height: h, width: w, lo: -(rho as f32), hi: rho as f32 };
                 f.tokens = tokens(k, n, salt);
                 f
             },
@@ -1077,10 +836,6 @@ fn write_fuzz_seeds() {
     f.model.name = String::new();
     files.push(f);
     for (i, f) in files.iter().enumerate() {
-        std::fs::write(
-            dir.join(format!("seed-{i:02}.gddcm")),
-            f.to_bytes().unwrap(),
-        )
-        .unwrap();
+        std::fs::write(dir.join(format!("seed-{i:02}.gddcm")), f.to_bytes().unwrap()).unwrap();
     }
 }

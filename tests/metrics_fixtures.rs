@@ -7,9 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 fn fixture_path(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
-        .join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(name);
     assert!(
         p.is_file(),
         "required fixture {} is missing: these tests need the shared fixtures folder \
@@ -26,17 +24,11 @@ fn load(name: &str) -> HashMap<String, Tensor> {
 }
 
 fn get<'a>(m: &'a HashMap<String, Tensor>, k: &str) -> &'a Tensor {
-    m.get(k)
-        .unwrap_or_else(|| panic!("fixture tensor {k} is missing"))
+    m.get(k).unwrap_or_else(|| panic!("fixture tensor {k} is missing"))
 }
 
 fn f64s(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
+    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
 }
 
 /// Images of a `[N,H,W,C]` or `[N,H,W]` uint8 tensor.
@@ -45,18 +37,12 @@ fn images(t: &Tensor) -> Vec<ImageU8> {
     let (n, h, w) = (dims[0], dims[1], dims[2]);
     let c = if dims.len() == 4 { dims[3] } else { 1 };
     let all: Vec<u8> = t.flatten_all().unwrap().to_vec1().unwrap();
-    (0..n)
-        .map(|i| ImageU8::from_hwc(h, w, c, &all[i * h * w * c..(i + 1) * h * w * c]).unwrap())
-        .collect()
+    (0..n).map(|i| ImageU8::from_hwc(h, w, c, &all[i * h * w * c..(i + 1) * h * w * c]).unwrap()).collect()
 }
 
 fn assert_close(name: &str, got: &[f64], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len(), "{name}: length");
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert!(
         worst <= tol && got.iter().all(|v| v.is_finite()),
         "{name}: max abs diff {worst:e} > {tol:e}\n got {got:?}\nwant {want:?}"
@@ -67,28 +53,10 @@ fn assert_close(name: &str, got: &[f64], want: &[f64], tol: f64) {
 fn ssim_psnr_msssim_match_reference() {
     let m = load("ssim_reference.safetensors");
     // The f32 window of pytorch_msssim.
-    let win = ssim::SsimWindow::GaussianF32 {
-        sigma: 1.5,
-        size: 11,
-    }
-    .taps();
-    assert_close(
-        "pytorch_msssim window",
-        &win,
-        &f64s(get(&m, "dbg.gauss_win_pytorch_msssim_f32")),
-        0.0,
-    );
-    let win64 = ssim::SsimWindow::Gaussian {
-        sigma: 1.5,
-        radius: 5,
-    }
-    .taps();
-    assert_close(
-        "scipy window",
-        &win64,
-        &f64s(get(&m, "dbg.gauss_win_scipy_f64")),
-        1e-16,
-    );
+    let win = ssim::SsimWindow::GaussianF32 { sigma: 1.5, size: 11 }.taps();
+    assert_close("pytorch_msssim window", &win, &f64s(get(&m, "dbg.gauss_win_pytorch_msssim_f32")), 0.0);
+    let win64 = ssim::SsimWindow::Gaussian { sigma: 1.5, radius: 5 }.taps();
+    assert_close("scipy window", &win64, &f64s(get(&m, "dbg.gauss_win_scipy_f64")), 1e-16);
     for set in ["rgb32", "gray28", "rgb256"] {
         let xs = images(get(&m, &format!("in.{set}.x")));
         let ys = images(get(&m, &format!("in.{set}.y")));
@@ -96,24 +64,14 @@ fn ssim_psnr_msssim_match_reference() {
             xs.iter().zip(&ys).map(|(x, y)| f(x, y).unwrap()).collect()
         };
         let out = |k: &str| f64s(get(&m, &format!("out.{set}.{k}")));
-        assert_close(
-            &format!("{set} skimage gaussian"),
-            &run(&ssim::ssim),
-            &out("skimage_ssim_gaussian"),
-            1e-9,
-        );
+        assert_close(&format!("{set} skimage gaussian"), &run(&ssim::ssim), &out("skimage_ssim_gaussian"), 1e-9);
         assert_close(
             &format!("{set} skimage default"),
             &run(&ssim::ssim_skimage_default),
             &out("skimage_ssim_default"),
             1e-9,
         );
-        assert_close(
-            &format!("{set} psnr"),
-            &run(&ssim::psnr),
-            &out("skimage_psnr"),
-            1e-9,
-        );
+        assert_close(&format!("{set} psnr"), &run(&ssim::psnr), &out("skimage_psnr"), 1e-9);
         assert_close(
             &format!("{set} pytorch_msssim ssim"),
             &run(&ssim::ssim_pytorch_msssim),
@@ -127,18 +85,8 @@ fn ssim_psnr_msssim_match_reference() {
             1e-5,
         );
         if set == "rgb256" {
-            assert_close(
-                "ms_ssim",
-                &run(&ssim::ms_ssim),
-                &out("pytorch_msssim_ms_ssim"),
-                1e-9,
-            );
-            assert_close(
-                "ms_ssim f32",
-                &run(&ssim::ms_ssim),
-                &out("pytorch_msssim_ms_ssim_f32"),
-                1e-5,
-            );
+            assert_close("ms_ssim", &run(&ssim::ms_ssim), &out("pytorch_msssim_ms_ssim"), 1e-9);
+            assert_close("ms_ssim f32", &run(&ssim::ms_ssim), &out("pytorch_msssim_ms_ssim_f32"), 1e-5);
             // Per-level values [5, N, C].
             let want = f64s(get(&m, "dbg.rgb256.ms_ssim_levels"));
             let mut got = vec![0.0; want.len()];
@@ -193,13 +141,8 @@ fn assert_close_f32(name: &str, got: &Tensor, want: &Tensor, tol: f64) {
 #[test]
 fn classifier_standin_matches_pytorch() {
     use gddcm::metrics::standin::{accuracy_from_logits, ClassifierStandIn};
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/classifier_small.safetensors");
-    assert!(
-        path.is_file(),
-        "missing {}: run tools/make_classifier_fixture.py",
-        path.display()
-    );
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/classifier_small.safetensors");
+    assert!(path.is_file(), "missing {}: run tools/make_classifier_fixture.py", path.display());
     let net = ClassifierStandIn::load(&path).unwrap();
     let m = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
     let x = get(&m, "in.x");
@@ -221,10 +164,7 @@ fn classifier_standin_matches_pytorch() {
     let ims: Vec<ImageU8> = px
         .chunks(32 * 32)
         .map(|c| {
-            let d = c
-                .iter()
-                .map(|v| ((v + 1.0) * 127.5).round() as u8)
-                .collect();
+            let d = c.iter().map(|v| ((v + 1.0) * 127.5).round() as u8).collect();
             ImageU8::gray(32, 32, d).unwrap()
         })
         .collect();
@@ -234,9 +174,7 @@ fn classifier_standin_matches_pytorch() {
     assert!((0.0..=1.0).contains(&acc));
     assert!(gddcm::metrics::standin::classifier_accuracy(&net, &ims, &labels[..2], 3).is_err());
     // Bad input shape is an error, not a panic.
-    assert!(net
-        .features(&Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap())
-        .is_err());
+    assert!(net.features(&Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap()).is_err());
 }
 
 fn check_lpips(net: gddcm::metrics::lpips::LpipsNet, file: &str) {
@@ -250,42 +188,17 @@ fn check_lpips(net: gddcm::metrics::lpips::LpipsNet, file: &str) {
         let layers = model.layer_distances(x0, x1).unwrap();
         for (k, l) in layers.iter().enumerate() {
             let got: Vec<f64> = l.iter().map(|&v| v as f64).collect();
-            assert_close(
-                &format!("{file} res{k}_{sz}"),
-                &got,
-                &f64s(get(&m, &format!("dbg.res{k}_{sz}"))),
-                1e-6,
-            );
+            assert_close(&format!("{file} res{k}_{sz}"), &got, &f64s(get(&m, &format!("dbg.res{k}_{sz}"))), 1e-6);
         }
-        let got: Vec<f64> = model
-            .forward(x0, x1)
-            .unwrap()
-            .into_iter()
-            .map(|v| v as f64)
-            .collect();
-        assert_close(
-            &format!("{file} dist_{sz}"),
-            &got,
-            &f64s(get(&m, &format!("out.dist_{sz}"))),
-            1e-6,
-        );
-        assert_close(
-            &format!("{file} dist_{sz} vs f64"),
-            &got,
-            &f64s(get(&m, &format!("out.dist_{sz}_f64"))),
-            1e-6,
-        );
+        let got: Vec<f64> = model.forward(x0, x1).unwrap().into_iter().map(|v| v as f64).collect();
+        assert_close(&format!("{file} dist_{sz}"), &got, &f64s(get(&m, &format!("out.dist_{sz}"))), 1e-6);
+        assert_close(&format!("{file} dist_{sz} vs f64"), &got, &f64s(get(&m, &format!("out.dist_{sz}_f64"))), 1e-6);
         // Identical pairs give exactly 0.
         let same = model.forward(x0, x0).unwrap();
-        assert!(
-            same.iter().all(|&v| v == 0.0),
-            "{file}: LPIPS(x, x) = {same:?}"
-        );
+        assert!(same.iter().all(|&v| v == 0.0), "{file}: LPIPS(x, x) = {same:?}");
     }
     // The identical pair of the 32x32 set is exactly 0.
-    let d = model
-        .forward(get(&m, "in.x0_32"), get(&m, "in.x1_32"))
-        .unwrap();
+    let d = model.forward(get(&m, "in.x0_32"), get(&m, "in.x1_32")).unwrap();
     assert_eq!(d[3], 0.0);
     // Wrong shapes are errors.
     let small = Tensor::zeros((1, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
@@ -294,18 +207,12 @@ fn check_lpips(net: gddcm::metrics::lpips::LpipsNet, file: &str) {
 
 #[test]
 fn lpips_alex_matches_reference() {
-    check_lpips(
-        gddcm::metrics::lpips::LpipsNet::Alex,
-        "lpips_alex.safetensors",
-    );
+    check_lpips(gddcm::metrics::lpips::LpipsNet::Alex, "lpips_alex.safetensors");
 }
 
 #[test]
 fn lpips_vgg_matches_reference() {
-    check_lpips(
-        gddcm::metrics::lpips::LpipsNet::Vgg,
-        "lpips_vgg.safetensors",
-    );
+    check_lpips(gddcm::metrics::lpips::LpipsNet::Vgg, "lpips_vgg.safetensors");
 }
 
 #[test]
@@ -340,26 +247,17 @@ fn fid_inception_matches_pytorch_fid() {
     assert!(worst.iter().all(|(_, d)| *d < 1e-3), "{worst:?}");
     assert_close_f32("pool3", &out.pool3, get(&m, "out.pool3"), 1e-3);
     assert_close_f32("logits", &out.logits, get(&m, "out.logits"), 5e-4);
-    assert_close_f32(
-        "logits_unbiased",
-        &out.logits_unbiased,
-        get(&m, "out.logits_unbiased"),
-        5e-4,
-    );
+    assert_close_f32("logits_unbiased", &out.logits_unbiased, get(&m, "out.logits_unbiased"), 5e-4);
     // The u8 route gives the same features (images_u8 / 255 == images).
     let u8s = get(&m, "in.images_u8");
     let all: Vec<u8> = u8s.flatten_all().unwrap().to_vec1().unwrap();
-    let ims: Vec<ImageU8> = all
-        .chunks(3 * 32 * 32)
-        .map(|c| ImageU8::from_chw(3, 32, 32, c.to_vec()).unwrap())
-        .collect();
+    let ims: Vec<ImageU8> =
+        all.chunks(3 * 32 * 32).map(|c| ImageU8::from_chw(3, 32, 32, c.to_vec()).unwrap()).collect();
     // The u8 route (images_u8 / 255 == images) in batches of 2: the FID statistics' mean
     // equals the mean of the reference pool3 rows.
     let st = net.image_set_stats(&ims, 2, 2).unwrap();
     let want_pool = f64s(get(&m, "out.pool3"));
-    let want_mu: Vec<f64> = (0..2048)
-        .map(|j| (0..4).map(|i| want_pool[i * 2048 + j]).sum::<f64>() / 4.0)
-        .collect();
+    let want_mu: Vec<f64> = (0..2048).map(|j| (0..4).map(|i| want_pool[i * 2048 + j]).sum::<f64>() / 4.0).collect();
     assert_close("pool3 mean from u8", &st.stats.mu, &want_mu, 1e-3);
     // FID of a set with itself is ~0 (4 samples: rank-deficient covariance).
     let d = fid::frechet_distance(&st.stats, &st.stats).unwrap();
@@ -380,16 +278,8 @@ fn missing_weights_name_the_file() {
         Ok(_) => {}
         Err(MetricsError::MissingWeights(m)) => {
             let msg = m.to_string();
-            assert!(
-                msg.contains("pt_inception-2015-12-05-6726825d.pth"),
-                "{msg}"
-            );
-            assert!(
-                msg.contains(
-                    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
-                ),
-                "{msg}"
-            );
+            assert!(msg.contains("pt_inception-2015-12-05-6726825d.pth"), "{msg}");
+            assert!(msg.contains("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"), "{msg}");
         }
         Err(e) => panic!("unexpected error {e}"),
     }
@@ -399,22 +289,14 @@ fn missing_weights_name_the_file() {
             "alexnet-owt-7be5be79.pth",
             "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
         ),
-        (
-            lpips::LpipsNet::Vgg,
-            "vgg16-397923af.pth",
-            "https://download.pytorch.org/models/vgg16-397923af.pth",
-        ),
+        (lpips::LpipsNet::Vgg, "vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth"),
     ] {
         match lpips::Lpips::from_weight_dirs(net, Some(dir.path())) {
             Ok(_) => {}
             Err(MetricsError::MissingWeights(m)) => {
                 let msg = m.to_string();
                 // The trunk is looked up first; if it exists, the lpips heads are missing.
-                assert!(
-                    (msg.contains(file) && msg.contains(url))
-                        || msg.contains("lpips/weights/v0.1/"),
-                    "{msg}"
-                );
+                assert!((msg.contains(file) && msg.contains(url)) || msg.contains("lpips/weights/v0.1/"), "{msg}");
             }
             Err(e) => panic!("unexpected error {e}"),
         }
@@ -445,25 +327,20 @@ const LEGACY_PTH_HEX: &str = concat!(
     "33393931343732353331323332712168074b014e747122514b00292989680029527123747124527125752e80025d7100",
     "28580e00000039333939313437323530333936387101580e00000039333939313437323533313233327102580e000000",
     "39333939313538383736393636347103652e0400000000000000003800bc004000420100000000000000070000000000",
-    "00000600000000000000000000000000803f0000004000004040000080400000a040",);
+    "00000600000000000000000000000000803f0000004000004040000080400000a040",
+);
 
 #[test]
 fn legacy_torch_checkpoints_are_read() {
     use gddcm::metrics::tensors::WeightFile;
     let hex: String = LEGACY_PTH_HEX.to_string();
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
+    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("legacy.pth");
     std::fs::write(&path, &bytes).unwrap();
     let w = WeightFile::open(&path).unwrap();
     let a = w.get("a.weight", &[2, 3]).unwrap();
-    assert_eq!(
-        a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        vec![0., 1., 2., 3., 4., 5.]
-    );
+    assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0., 1., 2., 3., 4., 5.]);
     let b = w.get("b", &[4]).unwrap();
     assert_eq!(b.to_vec1::<f32>().unwrap(), vec![0.5, -1.0, 2.0, 3.0]);
     let c = w.get("c", &[3]).unwrap();

@@ -8,9 +8,7 @@ use gddcm::family::{Network, Precond};
 use gddcm::nn::{TensorStore, UNet2DConfig, UNet2DModel};
 
 fn fixture(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
-        .join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(name);
     assert!(
         p.exists(),
         "fixture {} is missing: the nn tests need ../shared/fixtures (see fixtures/README.md)",
@@ -29,16 +27,7 @@ fn store(name: &str) -> TensorStore {
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
 fn check(name: &str, got: &Tensor, want: &Tensor, tol: f64) {
@@ -52,11 +41,7 @@ fn unet2d_fixture(name: &str) {
     let cfg: UNet2DConfig = serde_json::from_value(meta["constructor_config"].clone()).unwrap();
     let all = store(&format!("{name}.safetensors"));
     let x = all.raw("in.sample").unwrap().clone();
-    let t = all
-        .raw("in.timesteps")
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap();
+    let t = all.raw("in.timesteps").unwrap().to_dtype(DType::F32).unwrap();
     let want = all.raw("out.sample").unwrap().clone();
     assert!(x.dim(0).unwrap() > 1, "fixture batch must be > 1");
     let w = all.sub("w.");

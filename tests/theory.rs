@@ -4,21 +4,13 @@
 
 use gddcm::marginal::{DdpmSchedule, Marginal, Mixing};
 
-const VE: Marginal = Marginal::Ve {
-    sigma_min: 0.01,
-    sigma_max: 50.0,
-};
+const VE: Marginal = Marginal::Ve { sigma_min: 0.01, sigma_max: 50.0 };
 
 /// `f = ṡ/s` and `g² = 2 s² σ σ̇` of the forward SDE, in closed form (spec/schedules.py).
 fn f_g2(m: &Marginal, t: f64) -> (f64, f64) {
     match m {
-        Marginal::Vp { beta_min, beta_d } => {
-            (-0.5 * (beta_min + beta_d * t), beta_min + beta_d * t)
-        }
-        Marginal::Ve {
-            sigma_min,
-            sigma_max,
-        } => (0.0, 2.0 * m.sigma(t).powi(2) * (sigma_max / sigma_min).ln()),
+        Marginal::Vp { beta_min, beta_d } => (-0.5 * (beta_min + beta_d * t), beta_min + beta_d * t),
+        Marginal::Ve { sigma_min, sigma_max } => (0.0, 2.0 * m.sigma(t).powi(2) * (sigma_max / sigma_min).ln()),
         Marginal::Edm => (0.0, 2.0 * t),
         Marginal::RectifiedFlow => (-1.0 / (1.0 - t), 2.0 * t / (1.0 - t)),
         Marginal::Ddpm(_) => unreachable!("continuous only"),
@@ -33,34 +25,25 @@ struct Gauss {
 
 impl Gauss {
     fn new() -> Self {
-        Self {
-            mu: vec![0.3, -0.2, 0.0, 0.5, -0.7, 0.1],
-            c: vec![0.5, 0.2, 1.0, 0.8, 0.3, 0.6],
-        }
+        Self { mu: vec![0.3, -0.2, 0.0, 0.5, -0.7, 0.1], c: vec![0.5, 0.2, 1.0, 0.8, 0.3, 0.6] }
     }
     fn x0h(&self, m: &Marginal, t: f64, x: &[f64]) -> Vec<f64> {
         let (s, sig) = (m.s(t), m.big_sigma(t));
         (0..6)
             .map(|i| {
-                self.mu[i]
-                    + s * self.c[i].powi(2) / (s * s * self.c[i].powi(2) + sig * sig)
-                        * (x[i] - s * self.mu[i])
+                self.mu[i] + s * self.c[i].powi(2) / (s * s * self.c[i].powi(2) + sig * sig) * (x[i] - s * self.mu[i])
             })
             .collect()
     }
     fn score(&self, m: &Marginal, t: f64, x: &[f64]) -> Vec<f64> {
         let (s, sig) = (m.s(t), m.big_sigma(t));
-        (0..6)
-            .map(|i| -(x[i] - s * self.mu[i]) / (s * s * self.c[i].powi(2) + sig * sig))
-            .collect()
+        (0..6).map(|i| -(x[i] - s * self.mu[i]) / (s * s * self.c[i].powi(2) + sig * sig)).collect()
     }
     /// A fixed point of p_t: mean plus one marginal std times a fixed direction.
     fn point(&self, m: &Marginal, t: f64) -> Vec<f64> {
         let (s, sig) = (m.s(t), m.big_sigma(t));
         let z = [0.7, -1.2, 0.4, 1.5, -0.3, 0.9];
-        (0..6)
-            .map(|i| s * self.mu[i] + (s * s * self.c[i].powi(2) + sig * sig).sqrt() * z[i])
-            .collect()
+        (0..6).map(|i| s * self.mu[i] + (s * s * self.c[i].powi(2) + sig * sig).sqrt() * z[i]).collect()
     }
 }
 
@@ -89,17 +72,12 @@ fn theorem1_vp_and_ve_differ_by_order_dt_squared() {
     // As in spec/theorem1_output.txt, the ratio settles to a constant (its value depends on
     // the data point: 1.55 / 56.5 there) as Δ halves: the difference is O(Δ²), not O(Δ).
     for (m, t) in [(Marginal::VP, 0.5), (Marginal::VP, 0.05), (VE, 0.5)] {
-        let ratios: Vec<f64> = (0..9)
-            .map(|k| theorem1_ratio(&m, t, 0.2 * t / 2f64.powi(k)))
-            .collect();
+        let ratios: Vec<f64> = (0..9).map(|k| theorem1_ratio(&m, t, 0.2 * t / 2f64.powi(k))).collect();
         let last = *ratios.last().unwrap();
         assert!(last > 1e-3 && last < 1e3, "{m:?}: ratio {ratios:?}");
         let steps: Vec<f64> = ratios.windows(2).map(|w| (w[1] - w[0]).abs()).collect();
         // Richardson: successive changes shrink geometrically (~½ per halving).
-        assert!(
-            steps.windows(2).skip(2).all(|w| w[1] < 0.7 * w[0] + 1e-9),
-            "{m:?}: not settling: {ratios:?}"
-        );
+        assert!(steps.windows(2).skip(2).all(|w| w[1] < 0.7 * w[0] + 1e-9), "{m:?}: not settling: {ratios:?}");
         assert!(steps[7] < 0.01 * last, "{m:?}: not settled: {ratios:?}");
     }
 }
@@ -129,21 +107,13 @@ fn pstep_error(m: &Marginal, t: f64, dt: f64, p: f64, mixing: Mixing) -> f64 {
     let b = k.s_new * a0 + k.eps_coef * e0;
     let (m_in, v_in) = (s * mu, s * s * c * c + sg * sg);
     let (mean, var) = (a * m_in + b, a * a * v_in + k.noise_std.powi(2));
-    let (mt, vt) = (
-        m.s(t_new) * mu,
-        m.s(t_new).powi(2) * c * c + m.big_sigma(t_new).powi(2),
-    );
+    let (mt, vt) = (m.s(t_new) * mu, m.s(t_new).powi(2) * c * c + m.big_sigma(t_new).powi(2));
     (var - vt).abs().max((mean - mt).abs())
 }
 
 #[test]
 fn pstep_keeps_the_marginal_to_order_dt_squared() {
-    for (m, t) in [
-        (Marginal::VP, 0.5),
-        (VE, 0.5),
-        (Marginal::Edm, 2.0),
-        (Marginal::RectifiedFlow, 0.5),
-    ] {
+    for (m, t) in [(Marginal::VP, 0.5), (VE, 0.5), (Marginal::Edm, 2.0), (Marginal::RectifiedFlow, 0.5)] {
         for p in [0.0, 0.5, 0.8] {
             for mixing in [Mixing::BigSigma, Mixing::SmallSigma] {
                 let errs: Vec<f64> = [0.04, 0.02, 0.01, 0.005]
@@ -151,25 +121,15 @@ fn pstep_keeps_the_marginal_to_order_dt_squared() {
                     .map(|f| pstep_error(&m, t, f * t, p, mixing) / (f * t).powi(2))
                     .collect();
                 // Bounded and settling: error/Δ² does not grow as Δ halves.
-                assert!(
-                    errs.windows(2).all(|w| w[1] < w[0] * 1.2 + 1e-9),
-                    "{m:?} p={p} {mixing:?}: {errs:?}"
-                );
+                assert!(errs.windows(2).all(|w| w[1] < w[0] * 1.2 + 1e-9), "{m:?} p={p} {mixing:?}: {errs:?}");
                 assert!(errs[3] < 20.0, "{m:?} p={p} {mixing:?}: {errs:?}");
             }
         }
     }
     // spec/pstep_output.txt (A): VP t=0.5 p=0.5 Σ-mix → 0.17; RF p=0 Σ-mix → 0.2.
+    assert!((pstep_error(&Marginal::VP, 0.5, 0.005, 0.5, Mixing::BigSigma) / 0.005f64.powi(2) - 0.17).abs() < 0.01);
     assert!(
-        (pstep_error(&Marginal::VP, 0.5, 0.005, 0.5, Mixing::BigSigma) / 0.005f64.powi(2) - 0.17)
-            .abs()
-            < 0.01
-    );
-    assert!(
-        (pstep_error(&Marginal::RectifiedFlow, 0.5, 0.005, 0.0, Mixing::BigSigma)
-            / 0.005f64.powi(2)
-            - 0.2)
-            .abs()
+        (pstep_error(&Marginal::RectifiedFlow, 0.5, 0.005, 0.0, Mixing::BigSigma) / 0.005f64.powi(2) - 0.2).abs()
             < 0.01
     );
 }
@@ -185,10 +145,7 @@ fn p_zero_stationary_variance_matches_spec() {
         let k = m.step(t, t, t - frac * t, 0.0, Mixing::BigSigma);
         let a = k.s_new * kap + k.eps_coef * (1.0 - kap) / t;
         let stationary = k.noise_std.powi(2) / (1.0 - a * a) / (c * c + t * t);
-        assert!(
-            (stationary - want).abs() < 1e-5,
-            "Δ/t={frac}: {stationary} vs {want}"
-        );
+        assert!((stationary - want).abs() < 1e-5, "Δ/t={frac}: {stationary} vs {want}");
     }
 }
 

@@ -16,20 +16,11 @@ fn gmm() -> Gmm {
 }
 
 fn denoiser(family: Family, gmm: &Gmm) -> Box<dyn Denoiser> {
-    let net = |param| {
-        Box::new(AnalyticNetwork {
-            gmm: gmm.clone(),
-            param,
-        })
-    };
+    let net = |param| Box::new(AnalyticNetwork { gmm: gmm.clone(), param });
     match family {
         Family::Ddpm => {
             let m = Marginal::Ddpm(DdpmSchedule::cifar10());
-            Box::new(RegressionDenoiser::ddpm(
-                net(AnalyticParam::Epsilon(m.clone())),
-                m,
-                true,
-            ))
+            Box::new(RegressionDenoiser::ddpm(net(AnalyticParam::Epsilon(m.clone())), m, true))
         }
         Family::Edm => Box::new(PrecondDenoiser {
             net: net(AnalyticParam::Preconditioned(Precond::EDM)),
@@ -41,9 +32,7 @@ fn denoiser(family: Family, gmm: &Gmm) -> Box<dyn Denoiser> {
             precond: Precond::CM_CIFAR10,
             marginal: Marginal::Edm,
         }),
-        Family::Rf => Box::new(RegressionDenoiser::rectified_flow(net(
-            AnalyticParam::Velocity,
-        ))),
+        Family::Rf => Box::new(RegressionDenoiser::rectified_flow(net(AnalyticParam::Velocity))),
     }
 }
 
@@ -62,10 +51,7 @@ fn resample(family: Family, n: u32, k: u32, t_s: f64, init: Init) -> Config {
     Config {
         k,
         seed: 11,
-        algorithm: Algorithm::Resample {
-            t_start: t_s,
-            schedule,
-        },
+        algorithm: Algorithm::Resample { t_start: t_s, schedule },
         mixing: Mixing::BigSigma,
         init,
         sampler: Sampler::default_for(family),
@@ -81,13 +67,7 @@ fn stochastic(family: Family, p: f64, n: u32, k: u32) -> Config {
     Config {
         k,
         seed: 11,
-        algorithm: Algorithm::Stochastic {
-            p,
-            n,
-            t_start,
-            t_end,
-            rho: default_grid_rho(family),
-        },
+        algorithm: Algorithm::Stochastic { p, n, t_start, t_end, rho: default_grid_rho(family) },
         mixing: Mixing::BigSigma,
         init: Init::Noise,
         sampler: Sampler::default_for(family),
@@ -103,14 +83,7 @@ fn small_t(family: Family) -> f64 {
 }
 
 fn mse(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .mean_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap() as f64
+    (a - b).unwrap().sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap() as f64
 }
 
 #[test]
@@ -122,20 +95,10 @@ fn decode_reproduces_the_encoder_bit_for_bit() {
         let inits = [
             Init::Noise,
             Init::Reference(Reference::Zeros),
-            Init::ClosestNoise {
-                reference: Reference::Zeros,
-                candidates: 64,
-            },
+            Init::ClosestNoise { reference: Reference::Zeros, candidates: 64 },
         ];
-        let mut configs = vec![
-            stochastic(family, 0.5, 300, 16),
-            stochastic(family, 0.2, 300, 5),
-        ];
-        configs.extend(
-            inits
-                .iter()
-                .map(|&init| resample(family, 40, 16, small_t(family), init)),
-        );
+        let mut configs = vec![stochastic(family, 0.5, 300, 16), stochastic(family, 0.2, 300, 5)];
+        configs.extend(inits.iter().map(|&init| resample(family, 40, 16, small_t(family), init)));
         for cfg in &configs {
             let tok = Tokenizer::new(den.as_ref(), cfg, SHAPE);
             let enc = tok.encode(&x).unwrap();
@@ -146,11 +109,7 @@ fn decode_reproduces_the_encoder_bit_for_bit() {
             assert!(enc.tokens.indices.iter().flatten().all(|&j| j < cfg.k));
             let dec = tok.decode(&enc.tokens, &Device::Cpu).unwrap();
             let (a, b) = (
-                enc.reconstruction
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap(),
+                enc.reconstruction.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                 dec.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             );
             assert!(
@@ -158,11 +117,7 @@ fn decode_reproduces_the_encoder_bit_for_bit() {
                 "{family} {cfg:?}: decode differs from the encoder"
             );
             let err = mse(&enc.reconstruction, &x);
-            assert!(
-                err.is_finite() && err < 0.2,
-                "{family} p={}: mse {err}",
-                cfg.algorithm.p()
-            );
+            assert!(err.is_finite() && err < 0.2, "{family} p={}: mse {err}", cfg.algorithm.p());
         }
     }
 }
@@ -174,13 +129,7 @@ fn reconstruction_improves_with_more_tokens_and_larger_codebooks() {
     let den = denoiser(Family::Edm, &g);
     let err = |n: u32, k: u32| {
         let cfg = resample(Family::Edm, n, k, 0.4, Init::Noise);
-        mse(
-            &Tokenizer::new(den.as_ref(), &cfg, SHAPE)
-                .encode(&x)
-                .unwrap()
-                .reconstruction,
-            &x,
-        )
+        mse(&Tokenizer::new(den.as_ref(), &cfg, SHAPE).encode(&x).unwrap().reconstruction, &x)
     };
     let by_n: Vec<f64> = [5, 20, 80].iter().map(|&n| err(n, 16)).collect();
     let by_k: Vec<f64> = [2, 16, 256].iter().map(|&k| err(20, k)).collect();
@@ -196,15 +145,7 @@ fn p_zero_at_small_t_beats_p_half() {
     let x = targets(&g, 8);
     for family in [Family::Ddpm, Family::Edm, Family::Rf] {
         let den = denoiser(family, &g);
-        let run = |cfg: &Config| {
-            mse(
-                &Tokenizer::new(den.as_ref(), cfg, SHAPE)
-                    .encode(&x)
-                    .unwrap()
-                    .reconstruction,
-                &x,
-            )
-        };
+        let run = |cfg: &Config| mse(&Tokenizer::new(den.as_ref(), cfg, SHAPE).encode(&x).unwrap().reconstruction, &x);
         let p0 = run(&resample(family, 100, 16, small_t(family), Init::Noise));
         let half = run(&stochastic(family, 0.5, 100, 16));
         eprintln!("{family}: p=0 mse {p0:.5}, p=0.5 mse {half:.5}");
@@ -232,19 +173,8 @@ fn decode_rejects_wrong_token_counts_and_out_of_range_tokens() {
     let den = denoiser(Family::Rf, &g);
     let cfg = resample(Family::Rf, 10, 4, 0.3, Init::Noise);
     let tok = Tokenizer::new(den.as_ref(), &cfg, SHAPE);
-    let mut t = gddcm::tokenizer::Tokens {
-        indices: vec![vec![0; 9]],
-        init_index: vec![None],
-    };
-    assert!(tok
-        .decode(&t, &Device::Cpu)
-        .unwrap_err()
-        .to_string()
-        .contains("9 tokens"));
+    let mut t = gddcm::tokenizer::Tokens { indices: vec![vec![0; 9]], init_index: vec![None] };
+    assert!(tok.decode(&t, &Device::Cpu).unwrap_err().to_string().contains("9 tokens"));
     t.indices[0] = vec![4; 10];
-    assert!(tok
-        .decode(&t, &Device::Cpu)
-        .unwrap_err()
-        .to_string()
-        .contains("not below K = 4"));
+    assert!(tok.decode(&t, &Device::Cpu).unwrap_err().to_string().contains("not below K = 4"));
 }

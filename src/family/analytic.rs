@@ -27,19 +27,8 @@ impl Gmm {
     /// (scaled to `mean_scale`), common std `std` and equal weights.
     pub fn random(m: usize, d: usize, mean_scale: f32, std: f64, seed: u64) -> Self {
         let cb = Codebooks::new(seed, d);
-        let means = (0..m)
-            .map(|j| {
-                cb.entry(9, 0, j as u32)
-                    .into_iter()
-                    .map(|v| v * mean_scale)
-                    .collect()
-            })
-            .collect();
-        Self {
-            means,
-            stds: vec![std; m],
-            weights: vec![1.0 / m as f64; m],
-        }
+        let means = (0..m).map(|j| cb.entry(9, 0, j as u32).into_iter().map(|v| v * mean_scale).collect()).collect();
+        Self { means, stds: vec![std; m], weights: vec![1.0 / m as f64; m] }
     }
 
     /// Dimension of the data.
@@ -54,9 +43,7 @@ impl Gmm {
         (0..n)
             .map(|i| {
                 // Component by a uniform from the generator's first word.
-                let u = (crate::codebook::philox4x32_10([i as u32, 0, 0, 11], [seed as u32, 3])[0]
-                    as f64
-                    + 0.5)
+                let u = (crate::codebook::philox4x32_10([i as u32, 0, 0, 11], [seed as u32, 3])[0] as f64 + 0.5)
                     / 4_294_967_296.0;
                 let mut acc = 0.0;
                 let m = self.weights.iter().position(|w| {
@@ -65,11 +52,7 @@ impl Gmm {
                 });
                 let m = m.unwrap_or(self.weights.len() - 1);
                 let z = cb.entry(10, 0, i as u32);
-                self.means[m]
-                    .iter()
-                    .zip(z)
-                    .map(|(mu, z)| mu + self.stds[m] as f32 * z)
-                    .collect()
+                self.means[m].iter().zip(z).map(|(mu, z)| mu + self.stds[m] as f32 * z).collect()
             })
             .collect()
     }
@@ -84,11 +67,7 @@ impl Gmm {
             .zip(&self.weights)
             .map(|((mu, c), w)| {
                 let v = s * s * c * c + big_sigma * big_sigma;
-                let dist2: f64 = x
-                    .iter()
-                    .zip(mu)
-                    .map(|(&xi, &m)| (xi as f64 - s * m as f64).powi(2))
-                    .sum();
+                let dist2: f64 = x.iter().zip(mu).map(|(&xi, &m)| (xi as f64 - s * m as f64).powi(2)).sum();
                 w.ln() - 0.5 * d * v.ln() - dist2 / (2.0 * v)
             })
             .collect();
@@ -109,17 +88,10 @@ impl Gmm {
     /// The exact probability-flow-ODE endpoint from `x` at noise-to-signal ratio `sigma`
     /// (single Gaussian only): `x0 = μ + c/√(c²+σ²)·(x/s − μ)`.
     pub fn ode_endpoint(&self, x: &[f32], s: f64, sigma: f64) -> Vec<f32> {
-        assert_eq!(
-            self.means.len(),
-            1,
-            "the closed-form flow needs a single Gaussian"
-        );
+        assert_eq!(self.means.len(), 1, "the closed-form flow needs a single Gaussian");
         let c = self.stds[0];
         let g = c / (c * c + sigma * sigma).sqrt();
-        x.iter()
-            .zip(&self.means[0])
-            .map(|(&xi, &m)| (m as f64 + g * (xi as f64 / s - m as f64)) as f32)
-            .collect()
+        x.iter().zip(&self.means[0]).map(|(&xi, &m)| (m as f64 + g * (xi as f64 / s - m as f64)) as f32).collect()
     }
 }
 
@@ -149,34 +121,23 @@ impl AnalyticNetwork {
             AnalyticParam::Epsilon(m) => {
                 let (s, sig) = (m.s(label), m.big_sigma(label));
                 let x0 = self.gmm.posterior_mean(x, s, sig);
-                x.iter()
-                    .zip(x0)
-                    .map(|(&xi, x0)| ((xi as f64 - s * x0 as f64) / sig) as f32)
-                    .collect()
+                x.iter().zip(x0).map(|(&xi, x0)| ((xi as f64 - s * x0 as f64) / sig) as f32).collect()
             }
             AnalyticParam::Velocity => {
                 // At τ = 0 the velocity is the limit (x0h − x)/τ of a clean state: keep τ > 0.
                 let tau = (1.0 - label / 999.0).max(1e-6);
                 let x0 = self.gmm.posterior_mean(x, 1.0 - tau, tau);
-                x.iter()
-                    .zip(x0)
-                    .map(|(&xi, x0)| ((x0 as f64 - xi as f64) / tau) as f32)
-                    .collect()
+                x.iter().zip(x0).map(|(&xi, x0)| ((x0 as f64 - xi as f64) / tau) as f32).collect()
             }
             AnalyticParam::Preconditioned(p) => {
                 let sigma = sigma_from_noise_label(p, label);
                 let c = p.coeffs(sigma);
                 let xs: Vec<f32> = x.iter().map(|&v| (v as f64 / c.c_in) as f32).collect();
                 let d = match p {
-                    Precond::Consistency { .. } if self.gmm.means.len() == 1 => {
-                        self.gmm.ode_endpoint(&xs, 1.0, sigma)
-                    }
+                    Precond::Consistency { .. } if self.gmm.means.len() == 1 => self.gmm.ode_endpoint(&xs, 1.0, sigma),
                     _ => self.gmm.posterior_mean(&xs, 1.0, sigma),
                 };
-                xs.iter()
-                    .zip(d)
-                    .map(|(&xi, di)| ((di as f64 - c.c_skip * xi as f64) / c.c_out) as f32)
-                    .collect()
+                xs.iter().zip(d).map(|(&xi, di)| ((di as f64 - c.c_skip * xi as f64) / c.c_out) as f32).collect()
             }
         }
     }
@@ -202,18 +163,9 @@ impl Network for AnalyticNetwork {
     fn forward(&self, x: &Tensor, noise_labels: &Tensor) -> Result<Tensor> {
         let shape = x.shape().clone();
         let b = x.dim(0)?;
-        let flat = x
-            .flatten_from(1)?
-            .to_dtype(candle_core::DType::F32)?
-            .to_vec2::<f32>()?;
-        let labels = noise_labels
-            .to_dtype(candle_core::DType::F64)?
-            .to_vec1::<f64>()?;
-        let out: Vec<f32> = flat
-            .iter()
-            .zip(&labels)
-            .flat_map(|(row, &l)| self.output(row, l))
-            .collect();
+        let flat = x.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        let labels = noise_labels.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+        let out: Vec<f32> = flat.iter().zip(&labels).flat_map(|(row, &l)| self.output(row, l)).collect();
         debug_assert_eq!(out.len(), b * flat[0].len());
         Tensor::from_vec(out, shape, x.device())
     }

@@ -94,13 +94,7 @@ pub struct RegressionDenoiser {
 impl RegressionDenoiser {
     /// A DDPM ε-prediction model with the [D] clipping.
     pub fn ddpm(net: Box<dyn Network>, marginal: Marginal, clip_x0: bool) -> Self {
-        Self {
-            net,
-            marginal,
-            target: Target::Epsilon,
-            time_label: TimeLabel::Identity,
-            clip_x0,
-        }
+        Self { net, marginal, target: Target::Epsilon, time_label: TimeLabel::Identity, clip_x0 }
     }
 
     /// A rectified-flow velocity model called as `v(x, 999·t_rf)` (SPEC 1.4).
@@ -127,9 +121,7 @@ impl Denoiser for RegressionDenoiser {
     fn predict(&self, x: &Tensor, t: f64) -> Result<Prediction> {
         let (s, sig) = (self.marginal.s(t), self.marginal.big_sigma(t));
         let (h, w) = self.target.h_w();
-        let o = self
-            .net
-            .forward(x, &batch_labels(x, self.time_label.label(t))?)?;
+        let o = self.net.forward(x, &batch_labels(x, self.time_label.label(t))?)?;
         let den = s * w - sig * h; // eq. 15
         let mut x0 = ((x * (w / den))? - (&o * (sig / den))?)?;
         let mut eps = ((&o * (s / den))? - (x * (h / den))?)?;
@@ -155,16 +147,10 @@ impl Denoiser for PrecondDenoiser {
     }
 
     fn predict(&self, x: &Tensor, t: f64) -> Result<Prediction> {
-        let (s, sig, sigma) = (
-            self.marginal.s(t),
-            self.marginal.big_sigma(t),
-            self.marginal.sigma(t),
-        );
+        let (s, sig, sigma) = (self.marginal.s(t), self.marginal.big_sigma(t), self.marginal.sigma(t));
         let b = x.dim(0)?;
         let x_unit = if s == 1.0 { x.clone() } else { (x / s)? };
-        let x0 = self
-            .precond
-            .apply(self.net.as_ref(), &x_unit, &vec![sigma; b])?;
+        let x0 = self.precond.apply(self.net.as_ref(), &x_unit, &vec![sigma; b])?;
         let eps = ((x - (&x0 * s)?)? / sig)?;
         Ok(Prediction { x0, eps })
     }

@@ -28,11 +28,7 @@ pub enum Precond {
     Ve,
     /// Consistency function `f(x, σ)`: `c_skip = σd²/((σ−σmin)²+σd²)`,
     /// `c_out = σd(σ−σmin)/√(σ²+σd²)` (the root uses σ, not σ−σmin), `c_in = 1/√(σ²+σd²)`.
-    Consistency {
-        sigma_data: f64,
-        sigma_min: f64,
-        noise_label: CmNoiseLabel,
-    },
+    Consistency { sigma_data: f64, sigma_min: f64, noise_label: CmNoiseLabel },
 }
 
 /// The four scalars of a preconditioner at one σ.
@@ -48,16 +44,10 @@ impl Precond {
     /// EDM's defaults: σ_data = 0.5.
     pub const EDM: Precond = Precond::Edm { sigma_data: 0.5 };
     /// EDM's VP defaults: β_min = 0.1, β_d = 19.9.
-    pub const VP: Precond = Precond::Vp {
-        beta_min: 0.1,
-        beta_d: 19.9,
-    };
+    pub const VP: Precond = Precond::Vp { beta_min: 0.1, beta_d: 19.9 };
     /// The CIFAR-10 consistency models: σ_data = 0.5, σ_min = 0.002, `c_noise = ¼ ln σ`.
-    pub const CM_CIFAR10: Precond = Precond::Consistency {
-        sigma_data: 0.5,
-        sigma_min: 0.002,
-        noise_label: CmNoiseLabel::QuarterLog,
-    };
+    pub const CM_CIFAR10: Precond =
+        Precond::Consistency { sigma_data: 0.5, sigma_min: 0.002, noise_label: CmNoiseLabel::QuarterLog };
 
     /// The coefficients at noise level `sigma` (SPEC 1.2, 1.3).
     pub fn coeffs(&self, sigma: f64) -> PrecondCoeffs {
@@ -73,9 +63,7 @@ impl Precond {
             }
             Precond::Vp { beta_min, beta_d } => {
                 // σ⁻¹ of the VP schedule, EDM networks.py VPPrecond.sigma_inv.
-                let t = ((beta_min * beta_min + 2.0 * beta_d * (1.0 + sigma * sigma).ln()).sqrt()
-                    - beta_min)
-                    / beta_d;
+                let t = ((beta_min * beta_min + 2.0 * beta_d * (1.0 + sigma * sigma).ln()).sqrt() - beta_min) / beta_d;
                 PrecondCoeffs {
                     c_skip: 1.0,
                     c_out: -sigma,
@@ -83,17 +71,8 @@ impl Precond {
                     c_noise: 999.0 * t,
                 }
             }
-            Precond::Ve => PrecondCoeffs {
-                c_skip: 1.0,
-                c_out: sigma,
-                c_in: 1.0,
-                c_noise: (0.5 * sigma).ln(),
-            },
-            Precond::Consistency {
-                sigma_data: sd,
-                sigma_min,
-                noise_label,
-            } => {
+            Precond::Ve => PrecondCoeffs { c_skip: 1.0, c_out: sigma, c_in: 1.0, c_noise: (0.5 * sigma).ln() },
+            Precond::Consistency { sigma_data: sd, sigma_min, noise_label } => {
                 let ds = sigma - sigma_min;
                 let root = (sigma * sigma + sd * sd).sqrt();
                 PrecondCoeffs {
@@ -123,11 +102,7 @@ impl Precond {
         let c_skip = per_sample(|c| c.c_skip)?;
         let c_out = per_sample(|c| c.c_out)?;
         let c_in = per_sample(|c| c.c_in)?;
-        let c_noise = Tensor::from_vec(
-            cs.iter().map(|c| c.c_noise as f32).collect::<Vec<_>>(),
-            b,
-            x.device(),
-        )?;
+        let c_noise = Tensor::from_vec(cs.iter().map(|c| c.c_noise as f32).collect::<Vec<_>>(), b, x.device())?;
         let x = x.to_dtype(DType::F32)?;
         let f = net.forward(&x.broadcast_mul(&c_in)?, &c_noise)?;
         x.broadcast_mul(&c_skip)? + f.broadcast_mul(&c_out)?

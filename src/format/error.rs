@@ -41,7 +41,9 @@ pub enum FormatError {
     },
 
     /// The CRC-32 stored at the end of the file does not match its contents.
-    #[error("checksum mismatch: file stores CRC-32 {stored:#010x}, contents give {computed:#010x} (the file is corrupted)")]
+    #[error(
+        "checksum mismatch: file stores CRC-32 {stored:#010x}, contents give {computed:#010x} (the file is corrupted)"
+    )]
     ChecksumMismatch {
         /// The CRC-32 stored in the file.
         stored: u32,
@@ -112,7 +114,9 @@ pub enum FormatError {
     },
 
     /// The unused bits after the packed tokens in the payload's last byte are not zero.
-    #[error("field `tokens`: the {unused} padding bits after the {bits} payload bits must be zero, found {found:#04x}")]
+    #[error(
+        "field `tokens`: the {unused} padding bits after the {bits} payload bits must be zero, found {found:#04x}"
+    )]
     NonZeroPadding {
         /// Payload bits, `⌈N·log2 K⌉`.
         bits: u64,
@@ -141,8 +145,10 @@ pub enum FormatError {
     },
 
     /// The token file was made with another model than the one loaded (SPEC 5 G3).
-    #[error("model mismatch: this token file needs model `{needed_name}` (weights sha256 {needed_sha}…), \
-             but the loaded model is `{found_name}` (weights sha256 {found_sha}…)")]
+    #[error(
+        "model mismatch: this token file needs model `{needed_name}` (weights sha256 {needed_sha}…), \
+             but the loaded model is `{found_name}` (weights sha256 {found_sha}…)"
+    )]
     ModelMismatch {
         /// Name of the model the file needs.
         needed_name: String,

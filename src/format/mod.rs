@@ -334,15 +334,13 @@ mod hex32 {
         let s = String::deserialize(d)?;
         let bytes = s.as_bytes();
         if bytes.len() != 64 {
-            return Err(serde::de::Error::custom(format!(
-                "expected 64 hex digits, found {} characters",
-                bytes.len()
-            )));
+            return Err(serde::de::Error::custom(format!("expected 64 hex digits, found {} characters", bytes.len())));
         }
         let digit = |c: u8| -> Result<u8, D::Error> {
-            (c as char).to_digit(16).map(|d| d as u8).ok_or_else(|| {
-                serde::de::Error::custom(format!("invalid hex digit {:?}", c as char))
-            })
+            (c as char)
+                .to_digit(16)
+                .map(|d| d as u8)
+                .ok_or_else(|| serde::de::Error::custom(format!("invalid hex digit {:?}", c as char)))
         };
         let mut out = [0u8; 32];
         for (i, o) in out.iter_mut().enumerate() {
@@ -373,16 +371,8 @@ pub fn model_mismatch_error(
     }
 }
 
-fn out_of_range(
-    field: &'static str,
-    expected: impl Into<String>,
-    found: impl fmt::Display,
-) -> FormatError {
-    FormatError::OutOfRange {
-        field,
-        expected: expected.into(),
-        found: found.to_string(),
-    }
+fn out_of_range(field: &'static str, expected: impl Into<String>, found: impl fmt::Display) -> FormatError {
+    FormatError::OutOfRange { field, expected: expected.into(), found: found.to_string() }
 }
 
 fn check_finite(field: &'static str, v: f64) -> Result<(), FormatError> {
@@ -423,9 +413,7 @@ fn check_payload_size(k: u32, n: u32) -> Result<u64, FormatError> {
     if !k.is_power_of_two() && bits > MAX_MIXED_RADIX_BITS {
         return Err(out_of_range(
             "procedure.n",
-            format!(
-                "N·log2 K ≤ {MAX_MIXED_RADIX_BITS} bits when K is not a power of two (K = {k})"
-            ),
+            format!("N·log2 K ≤ {MAX_MIXED_RADIX_BITS} bits when K is not a power of two (K = {k})"),
             format!("N = {n} ({bits} bits)"),
         ));
     }
@@ -444,22 +432,14 @@ fn check_ddpm_steps(t: u32) -> Result<(), FormatError> {
     if (1..=MAX_DDPM_STEPS).contains(&t) {
         Ok(())
     } else {
-        Err(out_of_range(
-            "model.schedule.t",
-            format!("1..={MAX_DDPM_STEPS}"),
-            t,
-        ))
+        Err(out_of_range("model.schedule.t", format!("1..={MAX_DDPM_STEPS}"), t))
     }
 }
 
 fn check_alg1(t_r: f64, t_t: f64, rho: f64) -> Result<(), FormatError> {
     check_finite("procedure.algorithm.t_r", t_r)?;
     if !(t_t.is_finite() && t_t >= 0.0 && t_t < t_r) {
-        return Err(out_of_range(
-            "procedure.algorithm.t_t",
-            format!("a number in [0, T_r = {t_r})"),
-            t_t,
-        ));
+        return Err(out_of_range("procedure.algorithm.t_t", format!("a number in [0, T_r = {t_r})"), t_t));
     }
     check_positive("procedure.algorithm.rho", rho)
 }
@@ -468,11 +448,7 @@ fn check_schedule_len(len: u32) -> Result<(), FormatError> {
     if len <= MAX_SCHEDULE_ENTRIES {
         Ok(())
     } else {
-        Err(out_of_range(
-            "procedure.algorithm.schedule.len",
-            format!("0..={MAX_SCHEDULE_ENTRIES} entries"),
-            len,
-        ))
+        Err(out_of_range("procedure.algorithm.schedule.len", format!("0..={MAX_SCHEDULE_ENTRIES} entries"), len))
     }
 }
 
@@ -505,18 +481,10 @@ fn check_algorithm_matches_p(p: f64, is_alg1: bool) -> Result<(), FormatError> {
 fn check_init(init: &InitStrategy) -> Result<(), FormatError> {
     if let InitStrategy::I3 { k0, j0, .. } = *init {
         if !(1..=MAX_K).contains(&k0) {
-            return Err(out_of_range(
-                "procedure.init.k0",
-                format!("1..={MAX_K}"),
-                k0,
-            ));
+            return Err(out_of_range("procedure.init.k0", format!("1..={MAX_K}"), k0));
         }
         if j0 >= k0 {
-            return Err(out_of_range(
-                "procedure.init.j0",
-                format!("< K0 = {k0}"),
-                j0,
-            ));
+            return Err(out_of_range("procedure.init.j0", format!("< K0 = {k0}"), j0));
         }
     }
     Ok(())
@@ -524,11 +492,7 @@ fn check_init(init: &InitStrategy) -> Result<(), FormatError> {
 
 fn check_sampler(s: &FinalSampler) -> Result<(), FormatError> {
     if !(1..=MAX_SAMPLER_STEPS).contains(&s.steps) {
-        return Err(out_of_range(
-            "procedure.sampler.steps",
-            format!("1..={MAX_SAMPLER_STEPS}"),
-            s.steps,
-        ));
+        return Err(out_of_range("procedure.sampler.steps", format!("1..={MAX_SAMPLER_STEPS}"), s.steps));
     }
     check_positive("procedure.sampler.rho", s.rho)
 }
@@ -559,11 +523,7 @@ fn check_image(img: &ImageSpec) -> Result<(), FormatError> {
         return Err(out_of_range("image.lo", "a finite number", img.lo));
     }
     if !(img.hi.is_finite() && img.hi > img.lo) {
-        return Err(out_of_range(
-            "image.hi",
-            format!("a finite number > lo = {}", img.lo),
-            img.hi,
-        ));
+        return Err(out_of_range("image.hi", format!("a finite number > lo = {}", img.lo), img.hi));
     }
     Ok(())
 }
@@ -611,11 +571,7 @@ impl TokenFile {
             });
         }
         if let Some((index, &t)) = self.tokens.iter().enumerate().find(|(_, &t)| t >= pr.k) {
-            return Err(FormatError::TokenOutOfRange {
-                index,
-                value: u64::from(t),
-                k: pr.k,
-            });
+            return Err(FormatError::TokenOutOfRange { index, value: u64::from(t), k: pr.k });
         }
         Ok(())
     }
@@ -668,12 +624,7 @@ impl TokenFile {
         if &self.model.weights_sha256 == sha256 {
             Ok(())
         } else {
-            Err(model_mismatch_error(
-                &self.model.name,
-                &self.model.weights_sha256,
-                name,
-                sha256,
-            ))
+            Err(model_mismatch_error(&self.model.name, &self.model.weights_sha256, name, sha256))
         }
     }
 
@@ -798,27 +749,18 @@ impl TokenFile {
         let mut r = Reader { buf: bytes, pos: 0 };
         let magic: [u8; 6] = r.array("magic")?;
         if magic != MAGIC {
-            return Err(FormatError::BadMagic {
-                found: magic,
-                expected: MAGIC,
-            });
+            return Err(FormatError::BadMagic { found: magic, expected: MAGIC });
         }
         let version = r.u16("version")?;
         if version != FORMAT_VERSION {
-            return Err(FormatError::UnsupportedVersion {
-                found: version,
-                supported: FORMAT_VERSION,
-            });
+            return Err(FormatError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
         }
 
         // Model identity.
         let name_len = r.u8("model.name.len")?;
         let name_bytes = r.take(u64::from(name_len), "model.name")?;
         let name = std::str::from_utf8(name_bytes)
-            .map_err(|source| FormatError::InvalidUtf8 {
-                field: "model.name",
-                source,
-            })?
+            .map_err(|source| FormatError::InvalidUtf8 { field: "model.name", source })?
             .to_owned();
         let weights_sha256: [u8; 32] = r.array("model.weights_sha256")?;
         let family = match r.u8("model.family")? {
@@ -826,13 +768,7 @@ impl TokenFile {
             1 => Family::Edm,
             2 => Family::Cm,
             3 => Family::Rf,
-            tag => {
-                return Err(invalid_tag(
-                    "model.family",
-                    tag,
-                    "0 (DDPM), 1 (EDM), 2 (CM), 3 (RF)",
-                ))
-            }
+            tag => return Err(invalid_tag("model.family", tag, "0 (DDPM), 1 (EDM), 2 (CM), 3 (RF)")),
         };
         let parameterization = match r.u8("model.parameterization")? {
             0 => Parameterization::Eps,
@@ -859,31 +795,15 @@ impl TokenFile {
             2 => MarginalSchedule::EdmVp,
             3 => MarginalSchedule::RfTau,
             tag => {
-                return Err(invalid_tag(
-                    "model.schedule",
-                    tag,
-                    "0 (DdpmLinear), 1 (EdmSigma), 2 (EdmVp), 3 (RfTau)",
-                ))
+                return Err(invalid_tag("model.schedule", tag, "0 (DdpmLinear), 1 (EdmSigma), 2 (EdmVp), 3 (RfTau)"))
             }
         };
-        let model = ModelIdentity {
-            name,
-            weights_sha256,
-            family,
-            parameterization,
-            schedule,
-        };
+        let model = ModelIdentity { name, weights_sha256, family, parameterization, schedule };
 
         // Procedure.
         let codebook_generator = match r.u8("procedure.codebook_generator")? {
             1 => CodebookGenerator::Philox4x32BoxMuller,
-            tag => {
-                return Err(invalid_tag(
-                    "procedure.codebook_generator",
-                    tag,
-                    "1 (Philox4x32-10 + Box–Muller)",
-                ))
-            }
+            tag => return Err(invalid_tag("procedure.codebook_generator", tag, "1 (Philox4x32-10 + Box–Muller)")),
         };
         let seed = r.u64("procedure.seed")?;
         let k = r.u32("procedure.k")?;
@@ -930,29 +850,19 @@ impl TokenFile {
                 Algorithm::Alg2 { t_s, schedule }
             }
             tag => {
-                return Err(invalid_tag(
-                    "procedure.algorithm",
-                    tag,
-                    "1 (Algorithm 1, p > 0), 2 (Algorithm 2, p = 0)",
-                ))
+                return Err(invalid_tag("procedure.algorithm", tag, "1 (Algorithm 1, p > 0), 2 (Algorithm 2, p = 0)"))
             }
         };
         let xref = |r: &mut Reader| -> Result<XRef, FormatError> {
             match r.u8("procedure.init.x_ref")? {
                 0 => Ok(XRef::Zeros),
                 1 => Ok(XRef::DatasetMean),
-                tag => Err(invalid_tag(
-                    "procedure.init.x_ref",
-                    tag,
-                    "0 (zeros), 1 (dataset mean)",
-                )),
+                tag => Err(invalid_tag("procedure.init.x_ref", tag, "0 (zeros), 1 (dataset mean)")),
             }
         };
         let init = match r.u8("procedure.init")? {
             1 => InitStrategy::I1,
-            2 => InitStrategy::I2 {
-                x_ref: xref(&mut r)?,
-            },
+            2 => InitStrategy::I2 { x_ref: xref(&mut r)? },
             3 => {
                 let x_ref = xref(&mut r)?;
                 let k0 = r.u32("procedure.init.k0")?;
@@ -968,11 +878,7 @@ impl TokenFile {
             2 => SamplerKind::OneStep,
             3 => SamplerKind::Euler,
             tag => {
-                return Err(invalid_tag(
-                    "procedure.sampler.kind",
-                    tag,
-                    "0 (DDIM), 1 (Heun), 2 (one step), 3 (Euler)",
-                ))
+                return Err(invalid_tag("procedure.sampler.kind", tag, "0 (DDIM), 1 (Heun), 2 (one step), 3 (Euler)"))
             }
         };
         let steps = r.u32("procedure.sampler.steps")?;
@@ -983,27 +889,10 @@ impl TokenFile {
             0 => ComputeDtype::F32,
             1 => ComputeDtype::F16,
             2 => ComputeDtype::BF16,
-            tag => {
-                return Err(invalid_tag(
-                    "procedure.dtype",
-                    tag,
-                    "0 (f32), 1 (f16), 2 (bf16)",
-                ))
-            }
+            tag => return Err(invalid_tag("procedure.dtype", tag, "0 (f32), 1 (f16), 2 (bf16)")),
         };
-        let procedure = Procedure {
-            codebook_generator,
-            seed,
-            k,
-            n,
-            p,
-            mixing,
-            clip_x0,
-            algorithm,
-            init,
-            sampler,
-            dtype,
-        };
+        let procedure =
+            Procedure { codebook_generator, seed, k, n, p, mixing, clip_x0, algorithm, init, sampler, dtype };
 
         // Image.
         let image = ImageSpec {
@@ -1024,18 +913,10 @@ impl TokenFile {
             return Err(FormatError::ChecksumMismatch { stored, computed });
         }
         if r.pos != bytes.len() {
-            return Err(FormatError::TrailingBytes {
-                offset: r.pos,
-                count: bytes.len() - r.pos,
-            });
+            return Err(FormatError::TrailingBytes { offset: r.pos, count: bytes.len() - r.pos });
         }
         let tokens = pack::unpack(payload, k, n, bits)?;
-        Ok(TokenFile {
-            model,
-            procedure,
-            image,
-            tokens,
-        })
+        Ok(TokenFile { model, procedure, image, tokens })
     }
 
     /// Writes the file atomically: to a temporary file in the same directory, synced, then
@@ -1044,27 +925,18 @@ impl TokenFile {
     pub fn write_atomic(&self, path: impl AsRef<Path>) -> Result<(), FormatError> {
         let path = path.as_ref();
         let bytes = self.to_bytes()?;
-        let io = |source| FormatError::Io {
-            path: path.to_owned(),
-            source,
-        };
+        let io = |source| FormatError::Io { path: path.to_owned(), source };
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".gddcm-")
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(io)?;
+        let mut tmp = tempfile::Builder::new().prefix(".gddcm-").suffix(".tmp").tempfile_in(dir).map_err(io)?;
         tmp.write_all(&bytes).map_err(io)?;
         // tempfile creates 0600; a token file is ordinary data.
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))
-                .map_err(io)?;
+            tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
         }
         tmp.as_file().sync_all().map_err(io)?;
         tmp.persist(path).map_err(|e| io(e.error))?;
@@ -1075,31 +947,19 @@ impl TokenFile {
     /// [`MAX_FILE_BYTES`].
     pub fn read(path: impl AsRef<Path>) -> Result<TokenFile, FormatError> {
         let path = path.as_ref();
-        let io = |source| FormatError::Io {
-            path: path.to_owned(),
-            source,
-        };
+        let io = |source| FormatError::Io { path: path.to_owned(), source };
         let file = std::fs::File::open(path).map_err(io)?;
         let mut bytes = Vec::new();
-        file.take(MAX_FILE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
+        file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
         if bytes.len() as u64 > MAX_FILE_BYTES {
-            return Err(FormatError::FileTooLarge {
-                path: path.to_owned(),
-                max: MAX_FILE_BYTES,
-            });
+            return Err(FormatError::FileTooLarge { path: path.to_owned(), max: MAX_FILE_BYTES });
         }
         TokenFile::from_bytes(&bytes)
     }
 }
 
 fn invalid_tag(field: &'static str, tag: u8, expected: &'static str) -> FormatError {
-    FormatError::InvalidTag {
-        field,
-        tag,
-        expected,
-    }
+    FormatError::InvalidTag { field, tag, expected }
 }
 
 /// Bounds-checked little-endian reader.
@@ -1112,12 +972,7 @@ impl<'a> Reader<'a> {
     fn need(&self, n: u64, field: &'static str) -> Result<(), FormatError> {
         let available = self.buf.len() - self.pos;
         if n > available as u64 {
-            Err(FormatError::Truncated {
-                field,
-                offset: self.pos,
-                needed: n,
-                available,
-            })
+            Err(FormatError::Truncated { field, offset: self.pos, needed: n, available })
         } else {
             Ok(())
         }
@@ -1205,17 +1060,8 @@ impl fmt::Display for TokenFile {
         let pr = &self.procedure;
         let img = &self.image;
         writeln!(f, "gddcm token file, format version {FORMAT_VERSION}")?;
-        writeln!(
-            f,
-            "model:      {} (weights sha256 {})",
-            m.name,
-            hex(&m.weights_sha256)
-        )?;
-        writeln!(
-            f,
-            "            {} family, {}, {}",
-            m.family, m.parameterization, m.schedule
-        )?;
+        writeln!(f, "model:      {} (weights sha256 {})", m.name, hex(&m.weights_sha256))?;
+        writeln!(f, "            {} family, {}, {}", m.family, m.parameterization, m.schedule)?;
         let generator = match pr.codebook_generator {
             CodebookGenerator::Philox4x32BoxMuller => "Philox4x32-10 + Box–Muller (id 1)",
         };
@@ -1225,22 +1071,13 @@ impl fmt::Display for TokenFile {
             Mixing::SigmaBig => "Σ-mix (eq. 21)",
             Mixing::SigmaSmall => "σ-mix",
         };
-        writeln!(
-            f,
-            "step:       p = {}, {mixing}, clip x0: {}",
-            pr.p,
-            if pr.clip_x0 { "yes" } else { "no" }
-        )?;
+        writeln!(f, "step:       p = {}, {mixing}, clip x0: {}", pr.p, if pr.clip_x0 { "yes" } else { "no" })?;
         match &pr.algorithm {
-            Algorithm::Alg1 { t_r, t_t, rho } => writeln!(
-                f,
-                "algorithm:  1 (p > 0), T_r = {t_r}, T_t = {t_t}, ρ = {rho}"
-            )?,
+            Algorithm::Alg1 { t_r, t_t, rho } => {
+                writeln!(f, "algorithm:  1 (p > 0), T_r = {t_r}, T_t = {t_t}, ρ = {rho}")?
+            }
             Algorithm::Alg2 { t_s, schedule } => {
-                let list: Vec<String> = schedule
-                    .iter()
-                    .map(|e| format!("{}×{}", e.delta, e.repeats))
-                    .collect();
+                let list: Vec<String> = schedule.iter().map(|e| format!("{}×{}", e.delta, e.repeats)).collect();
                 writeln!(
                     f,
                     "algorithm:  2 (p = 0), T_s = {t_s}, {} intervals (Δ×repeats): {}",
@@ -1255,14 +1092,10 @@ impl fmt::Display for TokenFile {
         };
         match pr.init {
             InitStrategy::I1 => writeln!(f, "init:       I1 (scaled noise)")?,
-            InitStrategy::I2 { x_ref } => {
-                writeln!(f, "init:       I2 (x_ref {} + noise)", xref(x_ref))?
+            InitStrategy::I2 { x_ref } => writeln!(f, "init:       I2 (x_ref {} + noise)", xref(x_ref))?,
+            InitStrategy::I3 { x_ref, k0, j0 } => {
+                writeln!(f, "init:       I3 (x_ref {}, closest of K0 = {k0} noises: j0 = {j0})", xref(x_ref))?
             }
-            InitStrategy::I3 { x_ref, k0, j0 } => writeln!(
-                f,
-                "init:       I3 (x_ref {}, closest of K0 = {k0} noises: j0 = {j0})",
-                xref(x_ref)
-            )?,
         }
         let kind = match pr.sampler.kind {
             SamplerKind::Ddim => "DDIM",
@@ -1275,22 +1108,15 @@ impl fmt::Display for TokenFile {
             ComputeDtype::F16 => "f16",
             ComputeDtype::BF16 => "bf16",
         };
-        writeln!(
-            f,
-            "sampler:    {kind}, {} steps, ρ = {}; compute dtype {dtype}",
-            pr.sampler.steps, pr.sampler.rho
-        )?;
+        writeln!(f, "sampler:    {kind}, {} steps, ρ = {}; compute dtype {dtype}", pr.sampler.steps, pr.sampler.rho)?;
         writeln!(
             f,
             "image:      {}×{}×{} (C×H×W), values [{}, {}]",
             img.channels, img.height, img.width, img.lo, img.hi
         )?;
         let init_bits = self.init_index_bits();
-        let init_note = if init_bits > 0 {
-            format!(" (+ {init_bits} bits of I3 index in the header)")
-        } else {
-            String::new()
-        };
+        let init_note =
+            if init_bits > 0 { format!(" (+ {init_bits} bits of I3 index in the header)") } else { String::new() };
         write!(
             f,
             "size:       payload {} bits = {:.4} bpp{init_note}; file {} bytes = {:.4} bpp",

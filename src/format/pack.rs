@@ -143,10 +143,7 @@ pub(super) fn pack_mixed_radix(tokens: &[u32], k: u32, nbytes: usize) -> Vec<u8>
     while hi > 0 {
         let lo = hi.saturating_sub(c);
         let g = hi - lo;
-        let digits = tokens[lo..hi]
-            .iter()
-            .rev()
-            .fold(0u64, |acc, &t| acc * u64::from(k) + u64::from(t));
+        let digits = tokens[lo..hi].iter().rev().fold(0u64, |acc, &t| acc * u64::from(k) + u64::from(t));
         let mult = if g == c { kc } else { pow_small(k, g) };
         mul_add(&mut limbs, mult, digits);
         hi = lo;
@@ -164,11 +161,7 @@ fn check_padding(payload: &[u8], bits: u64) -> Result<(), FormatError> {
         let last = *payload.last().expect("bits > 0 implies a byte");
         let found = last >> used;
         if found != 0 {
-            return Err(FormatError::NonZeroPadding {
-                bits,
-                unused: 8 - used,
-                found,
-            });
+            return Err(FormatError::NonZeroPadding { bits, unused: 8 - used, found });
         }
     }
     Ok(())
@@ -240,11 +233,7 @@ fn unpack_mixed_radix(payload: &[u8], k: u32, n: u32) -> Result<Vec<u32>, Format
         _ => u64::MAX,
     };
     if last >= u64::from(k) {
-        return Err(FormatError::TokenOutOfRange {
-            index: n - 1,
-            value: last,
-            k,
-        });
+        return Err(FormatError::TokenOutOfRange { index: n - 1, value: last, k });
     }
     out[n - 1] = last as u32;
     Ok(out)
@@ -277,20 +266,7 @@ mod tests {
 
     #[test]
     fn fast_bits_match_exact_bits() {
-        let ks = [
-            3u32,
-            5,
-            6,
-            7,
-            10,
-            100,
-            255,
-            257,
-            1000,
-            4095,
-            65_535,
-            (1 << 24) - 1,
-        ];
+        let ks = [3u32, 5, 6, 7, 10, 100, 255, 257, 1000, 4095, 65_535, (1 << 24) - 1];
         for &k in &ks {
             for n in (1..=3000u32).step_by(7).chain([4096]) {
                 let x = f64::from(n) * libm::log2(f64::from(k));
@@ -319,18 +295,13 @@ mod tests {
     fn mixed_radix_equals_bit_packing_for_powers_of_two() {
         for m in 1..=24u32 {
             let k = 1u32 << m;
-            let tokens: Vec<u32> = (0..97u32)
-                .map(|i| i.wrapping_mul(2_654_435_761) % k)
-                .collect();
+            let tokens: Vec<u32> = (0..97u32).map(|i| i.wrapping_mul(2_654_435_761) % k).collect();
             let bits = packed_bits(k, tokens.len() as u32);
             let nbytes = bytes_for_bits(bits) as usize;
             let a = pack_pow2(&tokens, m, nbytes);
             let b = pack_mixed_radix(&tokens, k, nbytes);
             assert_eq!(a, b, "K = 2^{m}");
-            assert_eq!(
-                unpack_mixed_radix(&b, k, tokens.len() as u32).unwrap(),
-                tokens
-            );
+            assert_eq!(unpack_mixed_radix(&b, k, tokens.len() as u32).unwrap(), tokens);
         }
     }
 

@@ -38,9 +38,7 @@ impl FeatureStats {
             return invalid("feature dimension must be non-zero");
         }
         if n < 2 {
-            return invalid(format!(
-                "need at least 2 feature vectors for a covariance, got {n}"
-            ));
+            return invalid(format!("need at least 2 feature vectors for a covariance, got {n}"));
         }
         if features.len() != n * dim {
             return invalid(format!(
@@ -78,11 +76,7 @@ impl FeatureStats {
     fn check(&self) -> Result<()> {
         let d = self.dim();
         if d == 0 || self.sigma.len() != d * d {
-            return invalid(format!(
-                "statistics are inconsistent: mu has {} entries, sigma {}",
-                d,
-                self.sigma.len()
-            ));
+            return invalid(format!("statistics are inconsistent: mu has {} entries, sigma {}", d, self.sigma.len()));
         }
         Ok(())
     }
@@ -106,10 +100,7 @@ pub fn trace_sqrt_product(s1: &DMatrix<f64>, s2: &DMatrix<f64>) -> Result<f64> {
     let m = sym(&(&r * s2 * &r));
     let e2 = SymmetricEigen::try_new(m, f64::EPSILON, 0)
         .ok_or_else(|| MetricsError::Numerical("eigendecomposition of √S1·S2·√S1 failed".into()))?;
-    Ok(clamped(e2.eigenvalues.as_slice())
-        .into_iter()
-        .map(f64::sqrt)
-        .sum())
+    Ok(clamped(e2.eigenvalues.as_slice()).into_iter().map(f64::sqrt).sum())
 }
 
 /// Eigenvalues with those at round-off level (or negative) set to 0.
@@ -125,11 +116,7 @@ pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
     b.check()?;
     let d = a.dim();
     if b.dim() != d {
-        return invalid(format!(
-            "feature dimensions differ: {} vs {}",
-            a.dim(),
-            b.dim()
-        ));
+        return invalid(format!("feature dimensions differ: {} vs {}", a.dim(), b.dim()));
     }
     let mean_sq: f64 = a.mu.iter().zip(&b.mu).map(|(x, y)| (x - y) * (x - y)).sum();
     let s1 = DMatrix::from_row_slice(d, d, &a.sigma);
@@ -142,17 +129,8 @@ pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
 }
 
 /// Frechet distance between two sets of feature vectors (row-major, `dim` columns).
-pub fn frechet_distance_from_features(
-    a: &[f64],
-    n_a: usize,
-    b: &[f64],
-    n_b: usize,
-    dim: usize,
-) -> Result<f64> {
-    frechet_distance(
-        &FeatureStats::from_features(a, n_a, dim)?,
-        &FeatureStats::from_features(b, n_b, dim)?,
-    )
+pub fn frechet_distance_from_features(a: &[f64], n_a: usize, b: &[f64], n_b: usize, dim: usize) -> Result<f64> {
+    frechet_distance(&FeatureStats::from_features(a, n_a, dim)?, &FeatureStats::from_features(b, n_b, dim)?)
 }
 
 /// Inception Score of `n` logit rows with `k` classes (row-major `logits`), split into
@@ -170,15 +148,10 @@ pub fn inception_score(logits: &[f64], n: usize, k: usize, splits: usize) -> Res
         return invalid("inception score needs at least one row and one class");
     }
     if logits.len() != n * k {
-        return invalid(format!(
-            "logits have {} values, expected n*k = {n}*{k}",
-            logits.len()
-        ));
+        return invalid(format!("logits have {} values, expected n*k = {n}*{k}", logits.len()));
     }
     if splits == 0 || splits > n {
-        return invalid(format!(
-            "splits must be in 1..={n} (number of rows), got {splits}"
-        ));
+        return invalid(format!("splits must be in 1..={n} (number of rows), got {splits}"));
     }
     if logits.iter().any(|v| !v.is_finite()) {
         return invalid("logits contain NaN or infinite values");
@@ -234,31 +207,19 @@ pub enum IsClasses {
 
 /// Inception Score of `n` rows of the 1008 unbiased Inception logits with the chosen class
 /// convention (see [`inception_score`]).
-pub fn inception_score_1008(
-    logits: &[f64],
-    n: usize,
-    classes: IsClasses,
-    splits: usize,
-) -> Result<(f64, f64)> {
+pub fn inception_score_1008(logits: &[f64], n: usize, classes: IsClasses, splits: usize) -> Result<(f64, f64)> {
     match classes {
         IsClasses::All1008 => inception_score(logits, n, 1008, splits),
-        IsClasses::First1000 => {
-            inception_score(&select_classes(logits, n, 1008, 1000)?, n, 1000, splits)
-        }
+        IsClasses::First1000 => inception_score(&select_classes(logits, n, 1008, 1000)?, n, 1000, splits),
     }
 }
 
 /// Keeps the first `keep` of `k` columns of `n` row-major logit rows.
 pub fn select_classes(logits: &[f64], n: usize, k: usize, keep: usize) -> Result<Vec<f64>> {
     if keep == 0 || keep > k || logits.len() != n * k {
-        return invalid(format!(
-            "cannot keep {keep} of {k} classes from {} values ({n} rows)",
-            logits.len()
-        ));
+        return invalid(format!("cannot keep {keep} of {k} classes from {} values ({n} rows)", logits.len()));
     }
-    Ok((0..n)
-        .flat_map(|i| logits[i * k..i * k + keep].iter().cloned())
-        .collect())
+    Ok((0..n).flat_map(|i| logits[i * k..i * k + keep].iter().cloned()).collect())
 }
 
 #[cfg(test)]
@@ -269,9 +230,7 @@ mod tests {
         let mut s = seed;
         (0..n * d)
             .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5
             })
             .collect()

@@ -24,9 +24,7 @@ impl ImageU8 {
     /// is zero.
     pub fn from_chw(c: usize, h: usize, w: usize, data: Vec<u8>) -> Result<Self> {
         if c == 0 || h == 0 || w == 0 {
-            return invalid(format!(
-                "image size must be non-zero, got c={c} h={h} w={w}"
-            ));
+            return invalid(format!("image size must be non-zero, got c={c} h={h} w={w}"));
         }
         if data.len() != c * h * w {
             return invalid(format!(
@@ -45,16 +43,10 @@ impl ImageU8 {
     /// `[H,W,C]` arrays).
     pub fn from_hwc(h: usize, w: usize, c: usize, data: &[u8]) -> Result<Self> {
         if c == 0 || h == 0 || w == 0 {
-            return invalid(format!(
-                "image size must be non-zero, got h={h} w={w} c={c}"
-            ));
+            return invalid(format!("image size must be non-zero, got h={h} w={w} c={c}"));
         }
         if data.len() != c * h * w {
-            return invalid(format!(
-                "image data has {} bytes, expected h*w*c = {}",
-                data.len(),
-                c * h * w
-            ));
+            return invalid(format!("image data has {} bytes, expected h*w*c = {}", data.len(), c * h * w));
         }
         let mut out = vec![0u8; data.len()];
         for y in 0..h {
@@ -103,10 +95,7 @@ pub fn images_to_tensor(images: &[ImageU8], lo: f32, hi: f32, device: &Device) -
     let mut buf = Vec::with_capacity(images.len() * c * h * w);
     for (i, im) in images.iter().enumerate() {
         if (im.c, im.h, im.w) != (c, h, w) {
-            return invalid(format!(
-                "image {i} is {}x{}x{} (CxHxW) but image 0 is {c}x{h}x{w}",
-                im.c, im.h, im.w
-            ));
+            return invalid(format!("image {i} is {}x{}x{} (CxHxW) but image 0 is {c}x{h}x{w}", im.c, im.h, im.w));
         }
         buf.extend(im.data.iter().map(|&p| p as f32 / 255.0 * (hi - lo) + lo));
     }

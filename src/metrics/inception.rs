@@ -59,25 +59,13 @@ pub fn resize_bilinear(x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
     }
     let dev = x.device();
     let x = x.to_dtype(DType::F32)?.contiguous()?;
-    let rw_t = Tensor::from_vec(bilinear_matrix(w, ow), (ow, w), dev)?
-        .t()?
-        .contiguous()?; // [w, ow]
-    let rh_t = Tensor::from_vec(bilinear_matrix(h, oh), (oh, h), dev)?
-        .t()?
-        .contiguous()?; // [h, oh]
-                        // Along W: [b*c*h, w] x [w, ow].
+    let rw_t = Tensor::from_vec(bilinear_matrix(w, ow), (ow, w), dev)?.t()?.contiguous()?; // [w, ow]
+    let rh_t = Tensor::from_vec(bilinear_matrix(h, oh), (oh, h), dev)?.t()?.contiguous()?; // [h, oh]
+                                                                                           // Along W: [b*c*h, w] x [w, ow].
     let y = x.reshape((b * c * h, w))?.matmul(&rw_t)?;
     // Along H: [b*c, ow, h] x [h, oh].
-    let y = y
-        .reshape((b * c, h, ow))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b * c * ow, h))?
-        .matmul(&rh_t)?;
-    Ok(y.reshape((b * c, ow, oh))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b, c, oh, ow))?)
+    let y = y.reshape((b * c, h, ow))?.transpose(1, 2)?.contiguous()?.reshape((b * c * ow, h))?.matmul(&rh_t)?;
+    Ok(y.reshape((b * c, ow, oh))?.transpose(1, 2)?.contiguous()?.reshape((b, c, oh, ow))?)
 }
 
 /// Convolution (no bias) + batch norm (eps 1e-3, folded) + ReLU.
@@ -100,30 +88,15 @@ impl BasicConv {
             let t = wf.get(&format!("{name}.bn.{p}"), &[cout])?;
             Ok(t.to_dtype(DType::F64)?.to_vec1::<f64>()?)
         };
-        let (gamma, beta, mean, var) = (
-            bn("weight")?,
-            bn("bias")?,
-            bn("running_mean")?,
-            bn("running_var")?,
-        );
-        let scale: Vec<f64> = gamma
-            .iter()
-            .zip(&var)
-            .map(|(g, v)| g / (v + 1e-3).sqrt())
-            .collect();
+        let (gamma, beta, mean, var) = (bn("weight")?, bn("bias")?, bn("running_mean")?, bn("running_var")?);
+        let scale: Vec<f64> = gamma.iter().zip(&var).map(|(g, v)| g / (v + 1e-3).sqrt()).collect();
         if scale.iter().any(|s| !s.is_finite()) {
             return Err(wf.bad(format!("{name}.bn has a non-finite scale")));
         }
-        let bias: Vec<f32> = (0..cout)
-            .map(|i| (beta[i] - mean[i] * scale[i]) as f32)
-            .collect();
+        let bias: Vec<f32> = (0..cout).map(|i| (beta[i] - mean[i] * scale[i]) as f32).collect();
         let per = cin * k.0 * k.1;
         let wv = w.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-        let folded: Vec<f32> = wv
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v * scale[i / per]) as f32)
-            .collect();
+        let folded: Vec<f32> = wv.iter().enumerate().map(|(i, v)| (v * scale[i / per]) as f32).collect();
         let dev = Device::Cpu;
         Ok(Self(Conv2d {
             weight: Tensor::from_vec(folded, (cout, cin, k.0, k.1), &dev)?,
@@ -141,10 +114,7 @@ impl BasicConv {
 /// 3×3, stride 1, padding 1 average pool that does not count the padding (TF semantics).
 fn avg_pool_3x3_exclude_pad(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
-    let summed = x
-        .pad_with_zeros(2, 1, 1)?
-        .pad_with_zeros(3, 1, 1)?
-        .avg_pool2d_with_stride(3, 1)?;
+    let summed = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.avg_pool2d_with_stride(3, 1)?;
     // Number of real pixels under each window.
     let mut inv = Vec::with_capacity(h * w);
     for y in 0..h {
@@ -160,9 +130,7 @@ fn avg_pool_3x3_exclude_pad(x: &Tensor) -> Result<Tensor> {
 
 /// 3×3, stride 1, padding 1 max pool (replicated border = same maximum as `-inf` padding).
 fn max_pool_3x3_same(x: &Tensor) -> Result<Tensor> {
-    Ok(x.pad_with_same(2, 1, 1)?
-        .pad_with_same(3, 1, 1)?
-        .max_pool2d_with_stride(3, 1)?)
+    Ok(x.pad_with_same(2, 1, 1)?.pad_with_same(3, 1, 1)?.max_pool2d_with_stride(3, 1)?)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,14 +153,7 @@ struct Mixed {
 
 impl Mixed {
     fn load(wf: &WeightFile, name: &str, kind: Kind, cin: usize, extra: usize) -> Result<Self> {
-        type Spec = (
-            &'static str,
-            usize,
-            usize,
-            (usize, usize),
-            usize,
-            (usize, usize),
-        );
+        type Spec = (&'static str, usize, usize, (usize, usize), usize, (usize, usize));
         let specs: Vec<Spec> = match kind {
             Kind::A => vec![
                 ("branch1x1", cin, 64, (1, 1), 1, (0, 0)),
@@ -246,10 +207,7 @@ impl Mixed {
         };
         let mut convs = HashMap::new();
         for (n, i, o, k, s, p) in specs {
-            convs.insert(
-                n,
-                BasicConv::load(wf, &format!("{name}.{n}"), i, o, k, s, p)?,
-            );
+            convs.insert(n, BasicConv::load(wf, &format!("{name}.{n}"), i, o, k, s, p)?);
         }
         Ok(Self { kind, convs })
     }
@@ -285,12 +243,7 @@ impl Mixed {
                     b7 = self.c(n, &b7)?;
                 }
                 let mut d = self.c("branch7x7dbl_1", x)?;
-                for n in [
-                    "branch7x7dbl_2",
-                    "branch7x7dbl_3",
-                    "branch7x7dbl_4",
-                    "branch7x7dbl_5",
-                ] {
+                for n in ["branch7x7dbl_2", "branch7x7dbl_3", "branch7x7dbl_4", "branch7x7dbl_5"] {
                     d = self.c(n, &d)?;
                 }
                 let p = self.c("branch_pool", &avg_pool_3x3_exclude_pad(x)?)?;
@@ -308,23 +261,10 @@ impl Mixed {
             Kind::E1 | Kind::E2 => {
                 let b1 = self.c("branch1x1", x)?;
                 let t = self.c("branch3x3_1", x)?;
-                let b3 = Tensor::cat(
-                    &[self.c("branch3x3_2a", &t)?, self.c("branch3x3_2b", &t)?],
-                    1,
-                )?;
+                let b3 = Tensor::cat(&[self.c("branch3x3_2a", &t)?, self.c("branch3x3_2b", &t)?], 1)?;
                 let d = self.c("branch3x3dbl_2", &self.c("branch3x3dbl_1", x)?)?;
-                let d = Tensor::cat(
-                    &[
-                        self.c("branch3x3dbl_3a", &d)?,
-                        self.c("branch3x3dbl_3b", &d)?,
-                    ],
-                    1,
-                )?;
-                let pooled = if self.kind == Kind::E1 {
-                    avg_pool_3x3_exclude_pad(x)?
-                } else {
-                    max_pool_3x3_same(x)?
-                };
+                let d = Tensor::cat(&[self.c("branch3x3dbl_3a", &d)?, self.c("branch3x3dbl_3b", &d)?], 1)?;
+                let pooled = if self.kind == Kind::E1 { avg_pool_3x3_exclude_pad(x)? } else { max_pool_3x3_same(x)? };
                 let p = self.c("branch_pool", &pooled)?;
                 vec![b1, b3, d, p]
             }
@@ -412,11 +352,7 @@ impl FidInception {
     ) -> Result<InceptionOutput> {
         match x.dims() {
             [b, 3, h, w] if *b > 0 && *h > 0 && *w > 0 => {}
-            d => {
-                return invalid(format!(
-                    "Inception expects [B, 3, H, W] in [0, 1], got {d:?}"
-                ))
-            }
+            d => return invalid(format!("Inception expects [B, 3, H, W] in [0, 1], got {d:?}")),
         }
         let x = resize_bilinear(x, INCEPTION_SIZE, INCEPTION_SIZE)?.affine(2.0, -1.0)?;
         tap("input", &x)?;
@@ -440,11 +376,7 @@ impl FidInception {
         let pool3 = x.mean((2, 3))?;
         let logits_unbiased = self.fc.forward_no_bias(&pool3)?;
         let logits = self.fc.forward(&pool3)?;
-        Ok(InceptionOutput {
-            pool3,
-            logits,
-            logits_unbiased,
-        })
+        Ok(InceptionOutput { pool3, logits, logits_unbiased })
     }
 
     /// Pool3 features and unbiased logits of 8-bit images (gray images are repeated to RGB),
@@ -452,11 +384,7 @@ impl FidInception {
     ///
     /// Memory grows with the batch (about 25 MB of activations per image at 299×299); a batch
     /// of 8–16 is a good choice on the CPU.
-    pub fn features_of_images(
-        &self,
-        images: &[ImageU8],
-        batch: usize,
-    ) -> Result<(Vec<f64>, Vec<f64>)> {
+    pub fn features_of_images(&self, images: &[ImageU8], batch: usize) -> Result<(Vec<f64>, Vec<f64>)> {
         let mut pool = Vec::with_capacity(images.len() * POOL3_DIM);
         let mut logits = Vec::with_capacity(images.len() * LOGITS_DIM);
         for chunk in images.chunks(batch.max(1)) {
@@ -465,19 +393,13 @@ impl FidInception {
                 .map(|im| match im.c {
                     3 => Ok(im.clone()),
                     1 => ImageU8::from_chw(3, im.h, im.w, im.data.repeat(3)),
-                    c => invalid(format!(
-                        "Inception needs gray or RGB images, got {c} channels"
-                    )),
+                    c => invalid(format!("Inception needs gray or RGB images, got {c} channels")),
                 })
                 .collect::<Result<_>>()?;
             let x = images_to_tensor(&rgb, 0.0, 1.0, &Device::Cpu)?;
             let out = self.forward(&x)?;
             let to64 = |t: &Tensor| -> Result<Vec<f64>> {
-                Ok(t.flatten_all()?
-                    .to_vec1::<f32>()?
-                    .into_iter()
-                    .map(|v| v as f64)
-                    .collect())
+                Ok(t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|v| v as f64).collect())
             };
             pool.extend(to64(&out.pool3)?);
             logits.extend(to64(&out.logits_unbiased)?);
@@ -499,12 +421,7 @@ pub struct InceptionStats {
 impl FidInception {
     /// FID statistics and Inception Score of an image set (at least 2 images; the Inception
     /// Score uses `min(splits, n)` splits, pass 10 for the usual value).
-    pub fn image_set_stats(
-        &self,
-        images: &[ImageU8],
-        batch: usize,
-        splits: usize,
-    ) -> Result<InceptionStats> {
+    pub fn image_set_stats(&self, images: &[ImageU8], batch: usize, splits: usize) -> Result<InceptionStats> {
         let (pool, logits) = self.features_of_images(images, batch)?;
         let n = images.len();
         Ok(InceptionStats {

@@ -15,9 +15,7 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// The pickled magic number 0x1950a86a20f9469cfc6c as written by `torch.save` (protocol 2).
-const MAGIC: [u8; 15] = [
-    0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e,
-];
+const MAGIC: [u8; 15] = [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e];
 
 #[derive(Debug, Clone)]
 struct Info {
@@ -78,11 +76,7 @@ fn tensor_info(obj: &Object) -> Option<Info> {
     let Object::Reduce { callable, args } = obj else {
         return None;
     };
-    let Object::Class {
-        module_name,
-        class_name,
-    } = callable.as_ref()
-    else {
+    let Object::Class { module_name, class_name } = callable.as_ref() else {
         return None;
     };
     let Object::Tuple(args) = args.as_ref() else {
@@ -131,8 +125,7 @@ fn tensor_info(obj: &Object) -> Option<Info> {
 fn read_pickle<R: BufRead>(r: &mut R) -> Result<Object, String> {
     fn rd<R: Read>(r: &mut R, n: usize) -> Result<Vec<u8>, String> {
         let mut b = vec![0u8; n];
-        r.read_exact(&mut b)
-            .map_err(|e| err(format!("truncated pickle: {e}")))?;
+        r.read_exact(&mut b).map_err(|e| err(format!("truncated pickle: {e}")))?;
         Ok(b)
     }
     fn u32le<R: Read>(r: &mut R) -> Result<u32, String> {
@@ -141,8 +134,7 @@ fn read_pickle<R: BufRead>(r: &mut R) -> Result<Object, String> {
     }
     fn line<R: BufRead>(r: &mut R) -> Result<String, String> {
         let mut v = Vec::new();
-        r.read_until(b'\n', &mut v)
-            .map_err(|e| err(format!("truncated pickle: {e}")))?;
+        r.read_until(b'\n', &mut v).map_err(|e| err(format!("truncated pickle: {e}")))?;
         if v.pop() != Some(b'\n') {
             return Err(err("truncated pickle"));
         }
@@ -152,14 +144,13 @@ fn read_pickle<R: BufRead>(r: &mut R) -> Result<Object, String> {
     let mut marks: Vec<usize> = Vec::new();
     let mut memo: HashMap<u32, Object> = HashMap::new();
     let pop = |stack: &mut Vec<Object>| stack.pop().ok_or_else(|| err("pickle stack underflow"));
-    let pop_mark =
-        |stack: &mut Vec<Object>, marks: &mut Vec<usize>| -> Result<Vec<Object>, String> {
-            let m = marks.pop().ok_or_else(|| err("pickle mark missing"))?;
-            if m > stack.len() {
-                return Err(err("pickle mark beyond stack"));
-            }
-            Ok(stack.split_off(m))
-        };
+    let pop_mark = |stack: &mut Vec<Object>, marks: &mut Vec<usize>| -> Result<Vec<Object>, String> {
+        let m = marks.pop().ok_or_else(|| err("pickle mark missing"))?;
+        if m > stack.len() {
+            return Err(err("pickle mark beyond stack"));
+        }
+        Ok(stack.split_off(m))
+    };
     loop {
         let op = rd(r, 1)?[0];
         match op {
@@ -170,10 +161,7 @@ fn read_pickle<R: BufRead>(r: &mut R) -> Result<Object, String> {
             b'c' => {
                 let module_name = line(r)?;
                 let class_name = line(r)?;
-                stack.push(Object::Class {
-                    module_name,
-                    class_name,
-                });
+                stack.push(Object::Class { module_name, class_name });
             }
             b'q' => {
                 let i = rd(r, 1)?[0] as u32;
@@ -184,16 +172,8 @@ fn read_pickle<R: BufRead>(r: &mut R) -> Result<Object, String> {
                 memo.insert(i, stack.last().cloned().ok_or_else(|| err("empty stack"))?);
             }
             b'h' | b'j' => {
-                let i = if op == b'h' {
-                    rd(r, 1)?[0] as u32
-                } else {
-                    u32le(r)?
-                };
-                stack.push(
-                    memo.get(&i)
-                        .cloned()
-                        .ok_or_else(|| err("pickle memo miss"))?,
-                );
+                let i = if op == b'h' { rd(r, 1)?[0] as u32 } else { u32le(r)? };
+                stack.push(memo.get(&i).cloned().ok_or_else(|| err("pickle memo miss"))?);
             }
             b'(' => marks.push(stack.len()),
             b't' => {
@@ -263,18 +243,13 @@ fn read_pickle<R: BufRead>(r: &mut R) -> Result<Object, String> {
                 let args = pop(&mut stack)?;
                 let callable = pop(&mut stack)?;
                 let obj = match &callable {
-                    Object::Class {
-                        module_name,
-                        class_name,
-                    } if module_name == "collections"
-                        && (class_name == "OrderedDict" || class_name == "defaultdict") =>
+                    Object::Class { module_name, class_name }
+                        if module_name == "collections"
+                            && (class_name == "OrderedDict" || class_name == "defaultdict") =>
                     {
                         Object::Dict(vec![])
                     }
-                    _ => Object::Reduce {
-                        callable: Box::new(callable),
-                        args: Box::new(args),
-                    },
+                    _ => Object::Reduce { callable: Box::new(callable), args: Box::new(args) },
                 };
                 stack.push(obj);
             }
@@ -285,10 +260,7 @@ fn read_pickle<R: BufRead>(r: &mut R) -> Result<Object, String> {
                 let obj = pop(&mut stack)?;
                 stack.push(match obj {
                     Object::Dict(d) => Object::Dict(d),
-                    o => Object::Build {
-                        callable: Box::new(o),
-                        args: Box::new(state),
-                    },
+                    o => Object::Build { callable: Box::new(o), args: Box::new(state) },
                 });
             }
             b'Q' => {
@@ -327,11 +299,7 @@ fn read_pickle<R: BufRead>(r: &mut R) -> Result<Object, String> {
             }
             b'X' | b'T' | b'U' => {
                 // BINUNICODE (py3 str), BINSTRING / SHORT_BINSTRING (py2 str).
-                let n = if op == b'U' {
-                    rd(r, 1)?[0] as usize
-                } else {
-                    u32le(r)? as usize
-                };
+                let n = if op == b'U' { rd(r, 1)?[0] as usize } else { u32le(r)? as usize };
                 let b = rd(r, n)?;
                 stack.push(Object::Unicode(String::from_utf8_lossy(&b).into_owned()));
             }
@@ -349,10 +317,7 @@ impl LegacyPth {
     /// True if the file starts with the legacy `torch.save` magic number.
     pub fn is_legacy(path: &Path) -> bool {
         let mut head = [0u8; 15];
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut head))
-            .map(|_| head == MAGIC)
-            .unwrap_or(false)
+        std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).map(|_| head == MAGIC).unwrap_or(false)
     }
 
     /// Opens a legacy checkpoint holding a `state_dict` (or a dict of tensors).
@@ -396,10 +361,8 @@ impl LegacyPth {
                 return Err(err("bad storage key"));
             };
             let mut n = [0u8; 8];
-            r.seek(SeekFrom::Start(pos))
-                .map_err(|e| err(e.to_string()))?;
-            r.read_exact(&mut n)
-                .map_err(|e| err(format!("truncated storage {k}: {e}")))?;
+            r.seek(SeekFrom::Start(pos)).map_err(|e| err(e.to_string()))?;
+            r.read_exact(&mut n).map_err(|e| err(format!("truncated storage {k}: {e}")))?;
             let numel = u64::from_le_bytes(n) as usize;
             let Some(dt) = dtypes.get(k.as_str()) else {
                 // A storage of an unsupported type (e.g. IntStorage): element size unknown,
@@ -409,19 +372,11 @@ impl LegacyPth {
             storages.insert(k.clone(), (pos + 8, numel));
             pos += 8 + (numel * dt.size_in_bytes()) as u64;
         }
-        let len = std::fs::metadata(path)
-            .map_err(|e| err(e.to_string()))?
-            .len();
+        let len = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.len();
         if pos > len {
-            return Err(err(format!(
-                "file is truncated: storages need {pos} bytes, the file has {len}"
-            )));
+            return Err(err(format!("file is truncated: storages need {pos} bytes, the file has {len}")));
         }
-        Ok(Self {
-            path: path.to_path_buf(),
-            tensors,
-            storages,
-        })
+        Ok(Self { path: path.to_path_buf(), tensors, storages })
     }
 
     /// Names of the tensors found.
@@ -451,13 +406,10 @@ impl LegacyPth {
         }
         let es = info.dtype.size_in_bytes();
         let mut f = std::fs::File::open(&self.path).map_err(|e| err(e.to_string()))?;
-        f.seek(SeekFrom::Start(start + (info.offset * es) as u64))
-            .map_err(|e| err(e.to_string()))?;
+        f.seek(SeekFrom::Start(start + (info.offset * es) as u64)).map_err(|e| err(e.to_string()))?;
         let mut buf = vec![0u8; count * es];
-        f.read_exact(&mut buf)
-            .map_err(|e| err(format!("reading {name}: {e}")))?;
-        let t = Tensor::from_raw_buffer(&buf, info.dtype, &info.shape, &Device::Cpu)
-            .map_err(|e| err(e.to_string()))?;
+        f.read_exact(&mut buf).map_err(|e| err(format!("reading {name}: {e}")))?;
+        let t = Tensor::from_raw_buffer(&buf, info.dtype, &info.shape, &Device::Cpu).map_err(|e| err(e.to_string()))?;
         Ok(Some(t))
     }
 }

@@ -101,25 +101,12 @@ fn load_trunk(net: LpipsNet, wf: &WeightFile) -> Result<Vec<Conv2d>> {
     for &(i, cin, cout, k, s, p) in net.convs() {
         let mut prefix = format!("features.{i}");
         if wf.try_get(&format!("{prefix}.weight"))?.is_none() {
-            if let Some(k) = (1..=5).find(|k| {
-                wf.try_get(&format!("net.slice{k}.{i}.weight"))
-                    .ok()
-                    .flatten()
-                    .is_some()
-            }) {
+            if let Some(k) = (1..=5).find(|k| wf.try_get(&format!("net.slice{k}.{i}.weight")).ok().flatten().is_some())
+            {
                 prefix = format!("net.slice{k}.{i}");
             }
         }
-        convs.push(Conv2d::load(
-            wf,
-            &prefix,
-            cin,
-            cout,
-            (k, k),
-            s,
-            (p, p),
-            true,
-        )?);
+        convs.push(Conv2d::load(wf, &prefix, cin, cout, (k, k), s, (p, p), true)?);
     }
     Ok(convs)
 }
@@ -197,8 +184,7 @@ impl Lpips {
             }
             LpipsNet::Vgg => {
                 let mut x = x.clone();
-                let groups: [&[usize]; 5] =
-                    [&[0, 1], &[2, 3], &[4, 5, 6], &[7, 8, 9], &[10, 11, 12]];
+                let groups: [&[usize]; 5] = [&[0, 1], &[2, 3], &[4, 5, 6], &[7, 8, 9], &[10, 11, 12]];
                 for (g, idx) in groups.iter().enumerate() {
                     if g > 0 {
                         x = x.max_pool2d_with_stride(2, 2)?;
@@ -222,21 +208,14 @@ impl Lpips {
     /// `[-1, 1]`.
     pub fn layer_distances(&self, x0: &Tensor, x1: &Tensor) -> Result<Vec<Vec<f32>>> {
         if x0.dims() != x1.dims() {
-            return invalid(format!(
-                "LPIPS inputs differ in shape: {:?} vs {:?}",
-                x0.dims(),
-                x1.dims()
-            ));
+            return invalid(format!("LPIPS inputs differ in shape: {:?} vs {:?}", x0.dims(), x1.dims()));
         }
         let (b, c, h, w) = match x0.dims() {
             &[b, c, h, w] => (b, c, h, w),
             d => return invalid(format!("LPIPS expects [B, 3, H, W], got {d:?}")),
         };
         if c != 3 || b == 0 {
-            return invalid(format!(
-                "LPIPS expects [B, 3, H, W] with B > 0, got {:?}",
-                x0.dims()
-            ));
+            return invalid(format!("LPIPS expects [B, 3, H, W] with B > 0, got {:?}", x0.dims()));
         }
         if h.min(w) < self.net.min_side() {
             return invalid(format!(
@@ -272,9 +251,7 @@ impl Lpips {
             return invalid(format!("{} images vs {} images", a.len(), b.len()));
         }
         if a.iter().chain(b).any(|im| im.c != 3) {
-            return Err(MetricsError::InvalidInput(
-                "LPIPS needs RGB images (3 channels)".into(),
-            ));
+            return Err(MetricsError::InvalidInput("LPIPS needs RGB images (3 channels)".into()));
         }
         let mut out = Vec::with_capacity(a.len());
         let bs = batch.max(1);

@@ -94,41 +94,23 @@ pub struct SsimConfig {
 impl SsimConfig {
     /// scikit-image with `gaussian_weights=True, sigma=1.5, use_sample_covariance=False`.
     pub fn skimage_gaussian() -> Self {
-        Self {
-            window: SsimWindow::Gaussian {
-                sigma: 1.5,
-                radius: 5,
-            },
-            sample_covariance: false,
-        }
+        Self { window: SsimWindow::Gaussian { sigma: 1.5, radius: 5 }, sample_covariance: false }
     }
 
     /// scikit-image defaults: 7×7 uniform window with sample covariance.
     pub fn skimage_default() -> Self {
-        Self {
-            window: SsimWindow::Uniform { size: 7 },
-            sample_covariance: true,
-        }
+        Self { window: SsimWindow::Uniform { size: 7 }, sample_covariance: true }
     }
 
     /// pytorch_msssim `ssim(win_size=11, win_sigma=1.5)`.
     pub fn pytorch_msssim() -> Self {
-        Self {
-            window: SsimWindow::GaussianF32 {
-                sigma: 1.5,
-                size: 11,
-            },
-            sample_covariance: false,
-        }
+        Self { window: SsimWindow::GaussianF32 { sigma: 1.5, size: 11 }, sample_covariance: false }
     }
 }
 
 fn check_pair(x: &ImageU8, y: &ImageU8) -> Result<()> {
     if (x.c, x.h, x.w) != (y.c, y.h, y.w) {
-        return invalid(format!(
-            "images differ in size: {}x{}x{} vs {}x{}x{} (CxHxW)",
-            x.c, x.h, x.w, y.c, y.h, y.w
-        ));
+        return invalid(format!("images differ in size: {}x{}x{} vs {}x{}x{} (CxHxW)", x.c, x.h, x.w, y.c, y.h, y.w));
     }
     if x.data.len() != x.c * x.h * x.w || y.data.len() != y.c * y.h * y.w {
         return invalid("image data length does not match c*h*w");
@@ -183,11 +165,7 @@ fn filter_valid(p: &Plane, taps: &[f64]) -> Plane {
             out[y * ow + x] = taps.iter().zip(&row[x..x + k]).map(|(a, b)| a * b).sum();
         }
     }
-    Plane {
-        h: oh,
-        w: ow,
-        v: out,
-    }
+    Plane { h: oh, w: ow, v: out }
 }
 
 /// Per-channel mean SSIM and mean contrast-structure term.
@@ -195,16 +173,8 @@ fn ssim_cs_plane(x: &Plane, y: &Plane, taps: &[f64], sample_cov: bool) -> (f64, 
     let c1 = (K1 * DATA_RANGE).powi(2);
     let c2 = (K2 * DATA_RANGE).powi(2);
     let n_win = (taps.len() * taps.len()) as f64;
-    let cov_norm = if sample_cov {
-        n_win / (n_win - 1.0)
-    } else {
-        1.0
-    };
-    let prod = |a: &Plane, b: &Plane| Plane {
-        h: a.h,
-        w: a.w,
-        v: a.v.iter().zip(&b.v).map(|(p, q)| p * q).collect(),
-    };
+    let cov_norm = if sample_cov { n_win / (n_win - 1.0) } else { 1.0 };
+    let prod = |a: &Plane, b: &Plane| Plane { h: a.h, w: a.w, v: a.v.iter().zip(&b.v).map(|(p, q)| p * q).collect() };
     let mx = filter_valid(x, taps);
     let my = filter_valid(y, taps);
     let mxx = filter_valid(&prod(x, x), taps);
@@ -226,37 +196,19 @@ fn ssim_cs_plane(x: &Plane, y: &Plane, taps: &[f64], sample_cov: bool) -> (f64, 
 }
 
 fn planes(im: &ImageU8) -> Vec<Plane> {
-    (0..im.c)
-        .map(|ch| Plane {
-            h: im.h,
-            w: im.w,
-            v: im.plane(ch).iter().map(|&p| p as f64).collect(),
-        })
-        .collect()
+    (0..im.c).map(|ch| Plane { h: im.h, w: im.w, v: im.plane(ch).iter().map(|&p| p as f64).collect() }).collect()
 }
 
 /// SSIM of each channel (and the mean contrast-structure term of each channel), with the given
 /// configuration. Returns `(ssim_per_channel, cs_per_channel)`.
-pub fn ssim_per_channel(
-    x: &ImageU8,
-    y: &ImageU8,
-    cfg: &SsimConfig,
-) -> Result<(Vec<f64>, Vec<f64>)> {
+pub fn ssim_per_channel(x: &ImageU8, y: &ImageU8, cfg: &SsimConfig) -> Result<(Vec<f64>, Vec<f64>)> {
     check_pair(x, y)?;
     let taps = cfg.window.taps();
     if taps.is_empty() || taps.len().is_multiple_of(2) {
-        return invalid(format!(
-            "SSIM window must have an odd size, got {}",
-            taps.len()
-        ));
+        return invalid(format!("SSIM window must have an odd size, got {}", taps.len()));
     }
     if x.h < taps.len() || x.w < taps.len() {
-        return invalid(format!(
-            "image {}x{} is smaller than the {}-pixel SSIM window",
-            x.h,
-            x.w,
-            taps.len()
-        ));
+        return invalid(format!("image {}x{} is smaller than the {}-pixel SSIM window", x.h, x.w, taps.len()));
     }
     let (px, py) = (planes(x), planes(y));
     let mut s = Vec::with_capacity(x.c);
@@ -330,10 +282,7 @@ pub fn ms_ssim(x: &ImageU8, y: &ImageU8) -> Result<f64> {
 /// at levels 0–3, relu'd SSIM at level 4).
 pub fn ms_ssim_levels(x: &ImageU8, y: &ImageU8) -> Result<(f64, Vec<Vec<f64>>)> {
     check_pair(x, y)?;
-    let win = SsimWindow::GaussianF32 {
-        sigma: 1.5,
-        size: 11,
-    };
+    let win = SsimWindow::GaussianF32 { sigma: 1.5, size: 11 };
     let taps = win.taps();
     let min_side = x.h.min(x.w);
     if min_side <= (taps.len() - 1) * 16 {
@@ -378,16 +327,8 @@ pub struct PixelScores {
 
 /// PSNR, SSIM and (when the image is large enough) MS-SSIM of one pair.
 pub fn pixel_scores(x: &ImageU8, y: &ImageU8) -> Result<PixelScores> {
-    let ms = if x.h.min(x.w) > 160 {
-        Some(ms_ssim(x, y)?)
-    } else {
-        None
-    };
-    Ok(PixelScores {
-        psnr: psnr(x, y)?,
-        ssim: ssim(x, y)?,
-        ms_ssim: ms,
-    })
+    let ms = if x.h.min(x.w) > 160 { Some(ms_ssim(x, y)?) } else { None };
+    Ok(PixelScores { psnr: psnr(x, y)?, ssim: ssim(x, y)?, ms_ssim: ms })
 }
 
 #[cfg(test)]
@@ -395,9 +336,8 @@ mod tests {
     use super::*;
 
     fn ramp(c: usize, h: usize, w: usize, seed: u32) -> ImageU8 {
-        let data = (0..c * h * w)
-            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 24) as u8)
-            .collect();
+        let data =
+            (0..c * h * w).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 24) as u8).collect();
         ImageU8::from_chw(c, h, w, data).unwrap()
     }
 
@@ -432,11 +372,7 @@ mod tests {
 
     #[test]
     fn odd_pooling_counts_padding() {
-        let p = Plane {
-            h: 3,
-            w: 3,
-            v: vec![4.0; 9],
-        };
+        let p = Plane { h: 3, w: 3, v: vec![4.0; 9] };
         let q = avg_pool_2x2(&p);
         assert_eq!((q.h, q.w), (2, 2));
         // Top-left window holds 3 padded zeros and one pixel.

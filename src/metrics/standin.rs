@@ -42,8 +42,7 @@ impl ClassifierStandIn {
     /// safetensors file or a PyTorch zip checkpoint of the `state_dict`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let wf = WeightFile::open(path)?;
-        let conv =
-            |name: &str, i: usize, o: usize| Conv2d::load(&wf, name, i, o, (3, 3), 1, (1, 1), true);
+        let conv = |name: &str, i: usize, o: usize| Conv2d::load(&wf, name, i, o, (3, 3), 1, (1, 1), true);
         Ok(Self {
             conv1: conv("conv1", 1, 32)?,
             conv2: conv("conv2", 32, 32)?,
@@ -57,9 +56,7 @@ impl ClassifierStandIn {
     fn check_input(x: &Tensor) -> Result<()> {
         match x.dims() {
             [_, 1, STANDIN_SIZE, STANDIN_SIZE] => Ok(()),
-            d => invalid(format!(
-                "classifier stand-in expects [B, 1, 32, 32] in [-1, 1], got {d:?}"
-            )),
+            d => invalid(format!("classifier stand-in expects [B, 1, 32, 32] in [-1, 1], got {d:?}")),
         }
     }
 
@@ -98,12 +95,7 @@ impl ClassifierStandIn {
         let mut out = Vec::with_capacity(images.len() * STANDIN_FEATURES);
         for chunk in images.chunks(batch.max(1)) {
             let f = self.features(&Self::images_to_input(chunk)?)?;
-            out.extend(
-                f.flatten_all()?
-                    .to_vec1::<f32>()?
-                    .into_iter()
-                    .map(|v| v as f64),
-            );
+            out.extend(f.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|v| v as f64));
         }
         Ok(out)
     }
@@ -111,12 +103,7 @@ impl ClassifierStandIn {
 
 /// "Classifier Frechet distance" (a stand-in, **not** FID): the Frechet distance between the
 /// stand-in features of two image sets (each needs at least 2 images).
-pub fn classifier_frechet_distance(
-    net: &ClassifierStandIn,
-    a: &[ImageU8],
-    b: &[ImageU8],
-    batch: usize,
-) -> Result<f64> {
+pub fn classifier_frechet_distance(net: &ClassifierStandIn, a: &[ImageU8], b: &[ImageU8], batch: usize) -> Result<f64> {
     let fa = net.features_of_images(a, batch)?;
     let fb = net.features_of_images(b, batch)?;
     frechet_distance(
@@ -129,10 +116,7 @@ pub fn classifier_frechet_distance(
 pub fn accuracy_from_logits(logits: &Tensor, labels: &[u32]) -> Result<f64> {
     let (b, k) = logits.dims2()?;
     if b != labels.len() || b == 0 {
-        return invalid(format!(
-            "{} labels for {b} rows of logits (need equal, non-zero)",
-            labels.len()
-        ));
+        return invalid(format!("{} labels for {b} rows of logits (need equal, non-zero)", labels.len()));
     }
     if let Some(l) = labels.iter().find(|&&l| l as usize >= k) {
         return invalid(format!("label {l} out of range for {k} classes"));
@@ -144,18 +128,9 @@ pub fn accuracy_from_logits(logits: &Tensor, labels: &[u32]) -> Result<f64> {
 
 /// "Classifier accuracy" (a stand-in): the fraction of images the stand-in classifier assigns
 /// to the given label (Fashion-MNIST classes 0–9).
-pub fn classifier_accuracy(
-    net: &ClassifierStandIn,
-    images: &[ImageU8],
-    labels: &[u32],
-    batch: usize,
-) -> Result<f64> {
+pub fn classifier_accuracy(net: &ClassifierStandIn, images: &[ImageU8], labels: &[u32], batch: usize) -> Result<f64> {
     if images.len() != labels.len() || images.is_empty() {
-        return invalid(format!(
-            "{} images but {} labels (need equal, non-zero)",
-            images.len(),
-            labels.len()
-        ));
+        return invalid(format!("{} images but {} labels (need equal, non-zero)", images.len(), labels.len()));
     }
     let mut hits = 0.0;
     for (ims, labs) in images.chunks(batch.max(1)).zip(labels.chunks(batch.max(1))) {

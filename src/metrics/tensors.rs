@@ -28,21 +28,13 @@ impl WeightFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if !path.is_file() {
-            return Err(MetricsError::BadWeights {
-                path: path.display().to_string(),
-                msg: "no such file".into(),
-            });
+            return Err(MetricsError::BadWeights { path: path.display().to_string(), msg: "no such file".into() });
         }
-        let is_st = path
-            .extension()
-            .map(|e| e.eq_ignore_ascii_case("safetensors"))
-            .unwrap_or(false);
+        let is_st = path.extension().map(|e| e.eq_ignore_ascii_case("safetensors")).unwrap_or(false);
         let source = if is_st {
-            let map = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| {
-                MetricsError::BadWeights {
-                    path: path.display().to_string(),
-                    msg: format!("cannot read safetensors: {e}"),
-                }
+            let map = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| MetricsError::BadWeights {
+                path: path.display().to_string(),
+                msg: format!("cannot read safetensors: {e}"),
             })?;
             Source::Safetensors(map)
         } else if LegacyPth::is_legacy(&path) {
@@ -76,9 +68,7 @@ impl WeightFile {
     pub fn try_get(&self, key: &str) -> Result<Option<Tensor>> {
         let t = match &self.source {
             Source::Safetensors(m) => m.get(key).or_else(|| m.get(&format!("w.{key}"))).cloned(),
-            Source::Pth(p) => p
-                .get(key)
-                .map_err(|e| self.bad(format!("reading {key}: {e}")))?,
+            Source::Pth(p) => p.get(key).map_err(|e| self.bad(format!("reading {key}: {e}")))?,
             Source::LegacyPth(p) => p.get(key).map_err(|e| self.bad(e))?,
         };
         match t {
@@ -90,25 +80,16 @@ impl WeightFile {
     /// The tensor stored under `key` as `f32`, with an error naming the key and file if it is
     /// absent or if its shape is not `shape` (pass an empty slice to skip the shape check).
     pub fn get(&self, key: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self
-            .try_get(key)?
-            .ok_or_else(|| self.bad(format!("missing tensor {key}")))?;
+        let t = self.try_get(key)?.ok_or_else(|| self.bad(format!("missing tensor {key}")))?;
         if !shape.is_empty() && t.dims() != shape {
-            return Err(self.bad(format!(
-                "tensor {key} has shape {:?}, expected {:?}",
-                t.dims(),
-                shape
-            )));
+            return Err(self.bad(format!("tensor {key} has shape {:?}, expected {:?}", t.dims(), shape)));
         }
         Ok(t)
     }
 
     /// An [`MetricsError::BadWeights`] for this file.
     pub fn bad(&self, msg: impl Into<String>) -> MetricsError {
-        MetricsError::BadWeights {
-            path: self.path.display().to_string(),
-            msg: msg.into(),
-        }
+        MetricsError::BadWeights { path: self.path.display().to_string(), msg: msg.into() }
     }
 }
 
@@ -140,17 +121,8 @@ impl Conv2d {
         bias: bool,
     ) -> Result<Self> {
         let weight = wf.get(&format!("{prefix}.weight"), &[c_out, c_in, k.0, k.1])?;
-        let bias = if bias {
-            Some(wf.get(&format!("{prefix}.bias"), &[c_out])?)
-        } else {
-            None
-        };
-        Ok(Self {
-            weight,
-            bias,
-            stride,
-            pad,
-        })
+        let bias = if bias { Some(wf.get(&format!("{prefix}.bias"), &[c_out])?) } else { None };
+        Ok(Self { weight, bias, stride, pad })
     }
 
     /// Applies the convolution to `[B, C, H, W]`.
@@ -158,9 +130,7 @@ impl Conv2d {
         let y = if self.pad.0 == self.pad.1 {
             x.conv2d(&self.weight, self.pad.0, self.stride, 1, 1)?
         } else {
-            let xp = x
-                .pad_with_zeros(2, self.pad.0, self.pad.0)?
-                .pad_with_zeros(3, self.pad.1, self.pad.1)?;
+            let xp = x.pad_with_zeros(2, self.pad.0, self.pad.0)?.pad_with_zeros(3, self.pad.1, self.pad.1)?;
             xp.conv2d(&self.weight, 0, self.stride, 1, 1)?
         };
         match &self.bias {
@@ -184,23 +154,10 @@ pub struct Linear {
 
 impl Linear {
     /// Loads `<prefix>.weight` `[out, in]` (and `<prefix>.bias` if `bias`).
-    pub fn load(
-        wf: &WeightFile,
-        prefix: &str,
-        d_in: usize,
-        d_out: usize,
-        bias: bool,
-    ) -> Result<Self> {
+    pub fn load(wf: &WeightFile, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
         let w = wf.get(&format!("{prefix}.weight"), &[d_out, d_in])?;
-        let bias = if bias {
-            Some(wf.get(&format!("{prefix}.bias"), &[d_out])?)
-        } else {
-            None
-        };
-        Ok(Self {
-            weight_t: w.t()?.contiguous()?,
-            bias,
-        })
+        let bias = if bias { Some(wf.get(&format!("{prefix}.bias"), &[d_out])?) } else { None };
+        Ok(Self { weight_t: w.t()?.contiguous()?, bias })
     }
 
     /// Applies the layer to `[B, in]`.

@@ -28,13 +28,8 @@ pub enum WeightId {
 
 impl WeightId {
     /// Every known weight file.
-    pub const ALL: [WeightId; 5] = [
-        WeightId::FidInception,
-        WeightId::AlexNet,
-        WeightId::Vgg16,
-        WeightId::LpipsLinAlex,
-        WeightId::LpipsLinVgg,
-    ];
+    pub const ALL: [WeightId; 5] =
+        [WeightId::FidInception, WeightId::AlexNet, WeightId::Vgg16, WeightId::LpipsLinAlex, WeightId::LpipsLinVgg];
 
     /// The canonical file name looked up in the weight folders.
     pub fn file_name(self) -> &'static str {
@@ -54,16 +49,8 @@ impl WeightId {
             WeightId::FidInception => &["pt_inception-2015-12-05-6726825d.safetensors"],
             WeightId::AlexNet => &["alexnet-owt-7be5be79.safetensors"],
             WeightId::Vgg16 => &["vgg16-397923af.safetensors"],
-            WeightId::LpipsLinAlex => &[
-                "lpips/weights/v0.1/alex.pth",
-                "v0.1/alex.pth",
-                "lpips_v0.1_alex.safetensors",
-            ],
-            WeightId::LpipsLinVgg => &[
-                "lpips/weights/v0.1/vgg.pth",
-                "v0.1/vgg.pth",
-                "lpips_v0.1_vgg.safetensors",
-            ],
+            WeightId::LpipsLinAlex => &["lpips/weights/v0.1/alex.pth", "v0.1/alex.pth", "lpips_v0.1_alex.safetensors"],
+            WeightId::LpipsLinVgg => &["lpips/weights/v0.1/vgg.pth", "v0.1/vgg.pth", "lpips_v0.1_vgg.safetensors"],
         }
     }
 
@@ -93,19 +80,14 @@ impl WeightId {
     /// canonical file name.
     pub fn from_name(name: &str) -> Option<Self> {
         let n = name.to_ascii_lowercase();
-        Self::ALL
-            .into_iter()
-            .find(|id| id.file_name() == n)
-            .or(match n.as_str() {
-                "inception" | "fid-inception" | "fid_inception" | "pt_inception" => {
-                    Some(WeightId::FidInception)
-                }
-                "alex" | "alexnet" => Some(WeightId::AlexNet),
-                "vgg" | "vgg16" => Some(WeightId::Vgg16),
-                "lpips-alex" | "lpips_alex" => Some(WeightId::LpipsLinAlex),
-                "lpips-vgg" | "lpips_vgg" => Some(WeightId::LpipsLinVgg),
-                _ => None,
-            })
+        Self::ALL.into_iter().find(|id| id.file_name() == n).or(match n.as_str() {
+            "inception" | "fid-inception" | "fid_inception" | "pt_inception" => Some(WeightId::FidInception),
+            "alex" | "alexnet" => Some(WeightId::AlexNet),
+            "vgg" | "vgg16" => Some(WeightId::Vgg16),
+            "lpips-alex" | "lpips_alex" => Some(WeightId::LpipsLinAlex),
+            "lpips-vgg" | "lpips_vgg" => Some(WeightId::LpipsLinVgg),
+            _ => None,
+        })
     }
 }
 
@@ -145,11 +127,7 @@ impl fmt::Display for MissingWeights {
 /// cache (`$TORCH_HOME/hub/checkpoints` or `$XDG_CACHE_HOME/torch/hub/checkpoints` or
 /// `$HOME/.cache/torch/hub/checkpoints`).
 pub fn default_dirs() -> Vec<PathBuf> {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     let mut dirs = Vec::new();
     if let Some(h) = env("GDDCM_HOME") {
         dirs.push(h.join("weights"));
@@ -159,12 +137,7 @@ pub fn default_dirs() -> Vec<PathBuf> {
     } else if let Some(x) = env("XDG_CACHE_HOME") {
         dirs.push(x.join("torch").join("hub").join("checkpoints"));
     } else if let Some(home) = env("HOME") {
-        dirs.push(
-            home.join(".cache")
-                .join("torch")
-                .join("hub")
-                .join("checkpoints"),
-        );
+        dirs.push(home.join(".cache").join("torch").join("hub").join("checkpoints"));
     }
     dirs
 }
@@ -199,10 +172,7 @@ pub fn find_in(id: WeightId, explicit: Option<&Path>, dirs: &[PathBuf]) -> Resul
             searched.push(p);
         }
     }
-    Err(MetricsError::MissingWeights(MissingWeights {
-        id,
-        searched,
-    }))
+    Err(MetricsError::MissingWeights(MissingWeights { id, searched }))
 }
 
 #[cfg(test)]
@@ -214,14 +184,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = find_in(WeightId::FidInception, None, &[dir.path().to_path_buf()]).unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.contains("pt_inception-2015-12-05-6726825d.pth"),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("https://github.com/mseitzer/pytorch-fid/releases"),
-            "{msg}"
-        );
+        assert!(msg.contains("pt_inception-2015-12-05-6726825d.pth"), "{msg}");
+        assert!(msg.contains("https://github.com/mseitzer/pytorch-fid/releases"), "{msg}");
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
         assert!(matches!(err, MetricsError::MissingWeights(_)));
     }
@@ -238,9 +202,6 @@ mod tests {
         std::fs::write(&f, b"x").unwrap();
         assert_eq!(find_in(WeightId::Vgg16, Some(&f), &[]).unwrap(), f);
         assert_eq!(WeightId::from_name("vgg16"), Some(WeightId::Vgg16));
-        assert_eq!(
-            WeightId::from_name("alexnet-owt-7be5be79.pth"),
-            Some(WeightId::AlexNet)
-        );
+        assert_eq!(WeightId::from_name("alexnet-owt-7be5be79.pth"), Some(WeightId::AlexNet));
     }
 }

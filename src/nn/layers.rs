@@ -18,37 +18,20 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// Loads `weight` `[o, i, k, k]` and `bias` `[o]` under `vb`.
-    pub fn load(
-        vb: &VarPath,
-        i: usize,
-        o: usize,
-        k: usize,
-        padding: usize,
-        stride: usize,
-    ) -> LoadResult<Self> {
+    pub fn load(vb: &VarPath, i: usize, o: usize, k: usize, padding: usize, stride: usize) -> LoadResult<Self> {
         let weight = vb.get("weight", &[o, i, k, k])?;
         let bias = Some(vb.get("bias", &[o])?);
         Self::new(weight, bias, padding, stride).with_file(vb.origin())
     }
 
     /// A convolution from tensors (the weight is made contiguous).
-    pub fn new(
-        weight: Tensor,
-        bias: Option<Tensor>,
-        padding: usize,
-        stride: usize,
-    ) -> Result<Self> {
+    pub fn new(weight: Tensor, bias: Option<Tensor>, padding: usize, stride: usize) -> Result<Self> {
         let weight = weight.contiguous()?;
         let bias = match bias {
             Some(b) => Some(b.contiguous()?),
             None => None,
         };
-        Ok(Self {
-            weight,
-            bias,
-            padding,
-            stride,
-        })
+        Ok(Self { weight, bias, padding, stride })
     }
 
     /// The weight `[O, I, kh, kw]`.
@@ -83,20 +66,12 @@ impl GroupNorm {
         if groups == 0 || c % groups != 0 {
             return Err(super::weights::LoadError::Config {
                 file: f,
-                msg: format!(
-                    "{}: {c} channels not divisible into {groups} groups",
-                    vb.key("")
-                ),
+                msg: format!("{}: {c} channels not divisible into {groups} groups", vb.key("")),
             });
         }
         let weight = vb.get("weight", &[c])?.to_vec1::<f32>().with_file(&f)?;
         let bias = vb.get("bias", &[c])?.to_vec1::<f32>().with_file(&f)?;
-        Ok(Self {
-            groups,
-            eps,
-            weight,
-            bias,
-        })
+        Ok(Self { groups, eps, weight, bias })
     }
 
     /// Normalises `x` `[B, C, H, W]`.
@@ -123,20 +98,13 @@ impl Linear {
     /// Loads `weight` `[o, i]` and (if `bias`) `bias` `[o]` under `vb`.
     pub fn load(vb: &VarPath, i: usize, o: usize, bias: bool) -> LoadResult<Self> {
         let w = vb.get("weight", &[o, i])?;
-        let b = if bias {
-            Some(vb.get("bias", &[o])?)
-        } else {
-            None
-        };
+        let b = if bias { Some(vb.get("bias", &[o])?) } else { None };
         Self::new(&w, b).with_file(vb.origin())
     }
 
     /// From a `[o, i]` weight and optional `[o]` bias.
     pub fn new(w: &Tensor, bias: Option<Tensor>) -> Result<Self> {
-        Ok(Self {
-            wt: w.t()?.contiguous()?,
-            bias,
-        })
+        Ok(Self { wt: w.t()?.contiguous()?, bias })
     }
 
     /// `x` `[N, in]` → `[N, out]`.
@@ -182,13 +150,7 @@ impl SelfAttention {
     ) -> Result<Self> {
         let w = Tensor::cat(&[wq, wk, wv], 0)?;
         let b = Tensor::cat(&[bq, bk, bv], 0)?;
-        Ok(Self {
-            norm,
-            qkv: Linear::new(&w, Some(b))?,
-            proj: Linear::new(wo, Some(bo.clone()))?,
-            heads,
-            rescale,
-        })
+        Ok(Self { norm, qkv: Linear::new(&w, Some(b))?, proj: Linear::new(wo, Some(bo.clone()))?, heads, rescale })
     }
 
     /// Applies the block to `x` `[B, C, H, W]`.
@@ -202,18 +164,10 @@ impl SelfAttention {
             None => x.clone(),
         };
         // [B, C, HW] -> [B*HW, C]
-        let hs = hn
-            .reshape((b, c, hw))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b * hw, c))?;
+        let hs = hn.reshape((b, c, hw))?.transpose(1, 2)?.contiguous()?.reshape((b * hw, c))?;
         let qkv = self.qkv.forward(&hs)?.reshape((b, hw, 3, nh, d))?;
         let part = |j: usize| -> Result<Tensor> {
-            qkv.narrow(2, j, 1)?
-                .squeeze(2)?
-                .permute((0, 2, 1, 3))?
-                .contiguous()?
-                .reshape((b * nh, hw, d))
+            qkv.narrow(2, j, 1)?.squeeze(2)?.permute((0, 2, 1, 3))?.contiguous()?.reshape((b * nh, hw, d))
         };
         let scale = 1.0 / (d as f64).sqrt();
         let q = (part(0)? * scale)?;
@@ -221,19 +175,8 @@ impl SelfAttention {
         let v = part(2)?;
         let logits = q.matmul(&kt)?;
         let wts = candle_nn::ops::softmax_last_dim(&logits)?;
-        let a = wts
-            .matmul(&v)?
-            .reshape((b, nh, hw, d))?
-            .permute((0, 2, 1, 3))?
-            .contiguous()?
-            .reshape((b * hw, c))?;
-        let o = self
-            .proj
-            .forward(&a)?
-            .reshape((b, hw, c))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, c, h, w))?;
+        let a = wts.matmul(&v)?.reshape((b, nh, hw, d))?.permute((0, 2, 1, 3))?.contiguous()?.reshape((b * hw, c))?;
+        let o = self.proj.forward(&a)?.reshape((b, hw, c))?.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))?;
         let y = (o + x)?;
         if self.rescale == 1.0 {
             Ok(y)

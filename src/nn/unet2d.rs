@@ -58,24 +58,10 @@ fn d_mid() -> Option<String> {
     Some("UNetMidBlock2D".into())
 }
 fn d_down() -> Vec<String> {
-    [
-        "DownBlock2D",
-        "AttnDownBlock2D",
-        "AttnDownBlock2D",
-        "AttnDownBlock2D",
-    ]
-    .map(String::from)
-    .to_vec()
+    ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"].map(String::from).to_vec()
 }
 fn d_up() -> Vec<String> {
-    [
-        "AttnUpBlock2D",
-        "AttnUpBlock2D",
-        "AttnUpBlock2D",
-        "UpBlock2D",
-    ]
-    .map(String::from)
-    .to_vec()
+    ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"].map(String::from).to_vec()
 }
 fn d_channels() -> Vec<usize> {
     vec![224, 448, 672, 896]
@@ -176,10 +162,8 @@ fn d_1() -> usize {
 impl UNet2DConfig {
     /// Parses a `config.json` text.
     pub fn from_json_str(s: &str, origin: &str) -> LoadResult<Self> {
-        let c: Self = serde_json::from_str(s).map_err(|e| LoadError::Config {
-            file: origin.to_string(),
-            msg: e.to_string(),
-        })?;
+        let c: Self =
+            serde_json::from_str(s).map_err(|e| LoadError::Config { file: origin.to_string(), msg: e.to_string() })?;
         c.validate(origin)?;
         Ok(c)
     }
@@ -188,21 +172,13 @@ impl UNet2DConfig {
     pub fn from_file(path: impl AsRef<Path>) -> LoadResult<Self> {
         let path = path.as_ref();
         let origin = path.display().to_string();
-        let s = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-            file: origin.clone(),
-            source,
-        })?;
+        let s = std::fs::read_to_string(path).map_err(|source| LoadError::Io { file: origin.clone(), source })?;
         Self::from_json_str(&s, &origin)
     }
 
     /// Rejects options this port does not implement.
     pub fn validate(&self, origin: &str) -> LoadResult<()> {
-        let bad = |msg: String| {
-            Err(LoadError::Config {
-                file: origin.to_string(),
-                msg,
-            })
-        };
+        let bad = |msg: String| Err(LoadError::Config { file: origin.to_string(), msg });
         let n = self.block_out_channels.len();
         if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
             return bad(format!(
@@ -221,23 +197,14 @@ impl UNet2DConfig {
         if !matches!(self.act_fn.as_str(), "silu" | "swish") {
             return bad(format!("act_fn `{}` is not supported", self.act_fn));
         }
-        if !matches!(
-            self.resnet_time_scale_shift.as_str(),
-            "default" | "scale_shift"
-        ) {
-            return bad(format!(
-                "resnet_time_scale_shift `{}` is not supported",
-                self.resnet_time_scale_shift
-            ));
+        if !matches!(self.resnet_time_scale_shift.as_str(), "default" | "scale_shift") {
+            return bad(format!("resnet_time_scale_shift `{}` is not supported", self.resnet_time_scale_shift));
         }
         if self.downsample_type != "conv" || self.upsample_type != "conv" {
             return bad("only conv down/upsampling is supported".into());
         }
         if self.downsample_padding > 1 {
-            return bad(format!(
-                "downsample_padding {} is not supported",
-                self.downsample_padding
-            ));
+            return bad(format!("downsample_padding {} is not supported", self.downsample_padding));
         }
         if self.class_embed_type.is_some() || self.num_class_embeds.is_some() {
             return bad("class-conditional UNet2DModel is not supported".into());
@@ -265,8 +232,7 @@ impl UNet2DConfig {
     }
 
     fn temb_dim(&self) -> usize {
-        self.time_embedding_dim
-            .unwrap_or(self.block_out_channels[0] * 4)
+        self.time_embedding_dim.unwrap_or(self.block_out_channels[0] * 4)
     }
 }
 
@@ -284,30 +250,16 @@ struct Resnet {
 }
 
 impl Resnet {
-    fn load(
-        vb: &VarPath,
-        cfg: &UNet2DConfig,
-        cin: usize,
-        cout: usize,
-        out_scale: f64,
-    ) -> LoadResult<Self> {
+    fn load(vb: &VarPath, cfg: &UNet2DConfig, cin: usize, cout: usize, out_scale: f64) -> LoadResult<Self> {
         let g = cfg.norm_num_groups;
         let eps = cfg.norm_eps;
         let ss = cfg.scale_shift();
-        let shortcut = if cin != cout {
-            Some(Conv2d::load(&vb.pp("conv_shortcut"), cin, cout, 1, 0, 1)?)
-        } else {
-            None
-        };
+        let shortcut =
+            if cin != cout { Some(Conv2d::load(&vb.pp("conv_shortcut"), cin, cout, 1, 0, 1)?) } else { None };
         Ok(Self {
             norm1: GroupNorm::load(&vb.pp("norm1"), cin, g, eps)?,
             conv1: Conv2d::load(&vb.pp("conv1"), cin, cout, 3, 1, 1)?,
-            temb: Linear::load(
-                &vb.pp("time_emb_proj"),
-                cfg.temb_dim(),
-                if ss { 2 * cout } else { cout },
-                true,
-            )?,
+            temb: Linear::load(&vb.pp("time_emb_proj"), cfg.temb_dim(), if ss { 2 * cout } else { cout }, true)?,
             norm2: GroupNorm::load(&vb.pp("norm2"), cout, g, eps)?,
             conv2: Conv2d::load(&vb.pp("conv2"), cout, cout, 3, 1, 1)?,
             shortcut,
@@ -324,11 +276,7 @@ impl Resnet {
             let c = h.dim(1)?;
             let scale = (t.narrow(1, 0, c)? + 1.0)?;
             let shift = t.narrow(1, c, c)?;
-            self.norm2
-                .forward(&h)?
-                .broadcast_mul(&scale)?
-                .broadcast_add(&shift)?
-                .silu()?
+            self.norm2.forward(&h)?.broadcast_mul(&scale)?.broadcast_add(&shift)?.silu()?
         } else {
             self.norm2.forward_silu(&h.broadcast_add(&t)?)?
         };
@@ -367,31 +315,15 @@ fn load_attention(
         None => None,
     };
     let legacy = !vb.contains("to_q.weight") && vb.contains("query.weight");
-    let names = if legacy {
-        ["query", "key", "value", "proj_attn"]
-    } else {
-        ["to_q", "to_k", "to_v", "to_out.0"]
-    };
+    let names = if legacy { ["query", "key", "value", "proj_attn"] } else { ["to_q", "to_k", "to_v", "to_out.0"] };
     let mut ws = Vec::new();
     let mut bs = Vec::new();
     for n in names {
         ws.push(vb.pp(n).get("weight", &[c, c])?);
         bs.push(vb.pp(n).get("bias", &[c])?);
     }
-    SelfAttention::new(
-        norm,
-        &ws[0],
-        &ws[1],
-        &ws[2],
-        &bs[0],
-        &bs[1],
-        &bs[2],
-        &ws[3],
-        &bs[3],
-        c / d,
-        rescale,
-    )
-    .with_file(vb.origin())
+    SelfAttention::new(norm, &ws[0], &ws[1], &ws[2], &bs[0], &bs[1], &bs[2], &ws[3], &bs[3], c / d, rescale)
+        .with_file(vb.origin())
 }
 
 #[derive(Debug, Clone)]
@@ -459,18 +391,11 @@ impl UNet2DModel {
             }
             let resample = if i + 1 < n {
                 let p = cfg.downsample_padding;
-                Some((
-                    Conv2d::load(&bvb.pp("downsamplers.0.conv"), cout, cout, 3, p, 2)?,
-                    p == 0,
-                ))
+                Some((Conv2d::load(&bvb.pp("downsamplers.0.conv"), cout, cout, 3, p, 2)?, p == 0))
             } else {
                 None
             };
-            down.push(Level {
-                resnets,
-                attentions,
-                resample,
-            });
+            down.push(Level { resnets, attentions, resample });
         }
 
         let mid = match cfg.mid_block_type {
@@ -480,9 +405,7 @@ impl UNet2DModel {
                 let mvb = vb.pp("mid_block");
                 let r0 = Resnet::load(&mvb.pp("resnets.0"), cfg, c, c, s)?;
                 let att = if cfg.add_attention {
-                    let groups = cfg
-                        .attn_norm_num_groups
-                        .or((!cfg.scale_shift()).then_some(g));
+                    let groups = cfg.attn_norm_num_groups.or((!cfg.scale_shift()).then_some(g));
                     Some(load_attention(
                         &mvb.pp("attentions.0"),
                         c,
@@ -515,13 +438,7 @@ impl UNet2DModel {
             for j in 0..layers {
                 let skip = if j == layers - 1 { in_c } else { out_c };
                 let rin = if j == 0 { prev } else { out_c };
-                resnets.push(Resnet::load(
-                    &bvb.pp("resnets").pp(j),
-                    cfg,
-                    rin + skip,
-                    out_c,
-                    1.0,
-                )?);
+                resnets.push(Resnet::load(&bvb.pp("resnets").pp(j), cfg, rin + skip, out_c, 1.0)?);
                 if attn {
                     attentions.push(load_attention(
                         &bvb.pp("attentions").pp(j),
@@ -534,32 +451,15 @@ impl UNet2DModel {
                 }
             }
             let resample = if i + 1 < n {
-                Some((
-                    Conv2d::load(&bvb.pp("upsamplers.0.conv"), out_c, out_c, 3, 1, 1)?,
-                    false,
-                ))
+                Some((Conv2d::load(&bvb.pp("upsamplers.0.conv"), out_c, out_c, 3, 1, 1)?, false))
             } else {
                 None
             };
-            up.push(Level {
-                resnets,
-                attentions,
-                resample,
-            });
+            up.push(Level { resnets, attentions, resample });
         }
         let norm_out = GroupNorm::load(&vb.pp("conv_norm_out"), c0, g, eps)?;
         let conv_out = Conv2d::load(&vb.pp("conv_out"), c0, cfg.out_channels, 3, 1, 1)?;
-        Ok(Self {
-            cfg: cfg.clone(),
-            conv_in,
-            lin1,
-            lin2,
-            down,
-            mid,
-            up,
-            norm_out,
-            conv_out,
-        })
+        Ok(Self { cfg: cfg.clone(), conv_in, lin1, lin2, down, mid, up, norm_out, conv_out })
     }
 
     /// Builds the model from `store` and checks that every tensor of the file was used.
@@ -575,11 +475,7 @@ impl UNet2DModel {
         let dir = dir.as_ref();
         let cfg = UNet2DConfig::from_file(dir.join("config.json"))?;
         let st = dir.join("diffusion_pytorch_model.safetensors");
-        let weights = if st.exists() {
-            st
-        } else {
-            dir.join("diffusion_pytorch_model.bin")
-        };
+        let weights = if st.exists() { st } else { dir.join("diffusion_pytorch_model.bin") };
         Self::load_files(&cfg, weights)
     }
 
@@ -634,11 +530,7 @@ impl UNet2DModel {
         let emb = self.time_proj(&t)?;
         let emb = self.lin2.forward(&self.lin1.forward(&emb)?.silu()?)?;
         let emb_act = emb.silu()?;
-        let x = if self.cfg.center_input_sample {
-            ((x * 2.0)? - 1.0)?
-        } else {
-            x.clone()
-        };
+        let x = if self.cfg.center_input_sample { ((x * 2.0)? - 1.0)? } else { x.clone() };
         let mut h = self.conv_in.forward(&x)?;
         let mut skips = vec![h.clone()];
         for lvl in &self.down {
@@ -666,9 +558,7 @@ impl UNet2DModel {
         }
         for lvl in &self.up {
             for (j, r) in lvl.resnets.iter().enumerate() {
-                let s = skips
-                    .pop()
-                    .ok_or_else(|| candle_core::Error::Msg("unet2d: skip stack empty".into()))?;
+                let s = skips.pop().ok_or_else(|| candle_core::Error::Msg("unet2d: skip stack empty".into()))?;
                 h = Tensor::cat(&[&h, &s], 1)?;
                 h = r.forward(&h, &emb_act)?;
                 if let Some(a) = lvl.attentions.get(j) {

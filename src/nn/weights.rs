@@ -88,12 +88,7 @@ pub enum LoadError {
 }
 
 fn preview(keys: &[String]) -> String {
-    let mut s = keys
-        .iter()
-        .take(8)
-        .map(|k| format!("`{k}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut s = keys.iter().take(8).map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
     if keys.len() > 8 {
         s.push_str(&format!(", … ({} more)", keys.len() - 8));
     }
@@ -110,10 +105,7 @@ pub(crate) trait WithFile<T> {
 
 impl<T> WithFile<T> for candle_core::Result<T> {
     fn with_file(self, file: &str) -> LoadResult<T> {
-        self.map_err(|source| LoadError::Candle {
-            file: file.to_string(),
-            source,
-        })
+        self.map_err(|source| LoadError::Candle { file: file.to_string(), source })
     }
 }
 
@@ -142,10 +134,7 @@ pub struct TensorStore {
 
 impl std::fmt::Debug for TensorStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TensorStore")
-            .field("origin", &self.origin)
-            .field("len", &self.tensors.len())
-            .finish()
+        f.debug_struct("TensorStore").field("origin", &self.origin).field("len", &self.tensors.len()).finish()
     }
 }
 
@@ -159,21 +148,14 @@ fn to_f32(t: Tensor) -> candle_core::Result<Tensor> {
 
 impl TensorStore {
     /// A store over the given tensors; floating-point tensors are converted to f32.
-    pub fn new(
-        origin: impl Into<String>,
-        tensors: impl IntoIterator<Item = (String, Tensor)>,
-    ) -> LoadResult<Self> {
+    pub fn new(origin: impl Into<String>, tensors: impl IntoIterator<Item = (String, Tensor)>) -> LoadResult<Self> {
         let origin = origin.into();
         let mut map = BTreeMap::new();
         for (k, t) in tensors {
             let t = to_f32(t).with_file(&origin)?;
             map.insert(k, t);
         }
-        Ok(Self {
-            origin,
-            tensors: map,
-            used: Mutex::new(BTreeSet::new()),
-        })
+        Ok(Self { origin, tensors: map, used: Mutex::new(BTreeSet::new()) })
     }
 
     /// A store whose tensors are all zeros of the given shapes (no memory per tensor: each is a
@@ -229,16 +211,9 @@ impl TensorStore {
     /// fixture file, or the `model.` keys of an EDM export). Other keys are dropped.
     pub fn sub(self, prefix: &str) -> Self {
         let origin = self.origin;
-        let tensors = self
-            .tensors
-            .into_iter()
-            .filter_map(|(k, t)| k.strip_prefix(prefix).map(|s| (s.to_string(), t)))
-            .collect();
-        Self {
-            origin,
-            tensors,
-            used: Mutex::new(BTreeSet::new()),
-        }
+        let tensors =
+            self.tensors.into_iter().filter_map(|(k, t)| k.strip_prefix(prefix).map(|s| (s.to_string(), t))).collect();
+        Self { origin, tensors, used: Mutex::new(BTreeSet::new()) }
     }
 
     /// Removes `prefix` from every key that has it (e.g. DataParallel's `module.`, EDM's
@@ -253,11 +228,7 @@ impl TensorStore {
                 None => (k, t),
             })
             .collect();
-        Self {
-            origin,
-            tensors,
-            used: Mutex::new(BTreeSet::new()),
-        }
+        Self { origin, tensors, used: Mutex::new(BTreeSet::new()) }
     }
 
     /// The raw tensor `key` (not marked as used), if present.
@@ -300,19 +271,11 @@ impl TensorStore {
     /// Checks that every tensor of the file was consumed.
     pub fn finish(&self) -> LoadResult<()> {
         let used = self.used.lock().unwrap();
-        let unused: Vec<String> = self
-            .tensors
-            .keys()
-            .filter(|k| !used.contains(*k))
-            .cloned()
-            .collect();
+        let unused: Vec<String> = self.tensors.keys().filter(|k| !used.contains(*k)).cloned().collect();
         if unused.is_empty() {
             Ok(())
         } else {
-            Err(LoadError::Unused {
-                file: self.origin.clone(),
-                keys: unused,
-            })
+            Err(LoadError::Unused { file: self.origin.clone(), keys: unused })
         }
     }
 
@@ -370,9 +333,7 @@ impl Rule {
             Rule::Same(s) | Rule::Transpose(s) | Rule::HwioToOihw(s) | Rule::NinToConv(s) => {
                 vec![s.as_str()]
             }
-            Rule::InterleaveQkvWeight(v) | Rule::InterleaveQkvBias(v) => {
-                v.iter().map(|s| s.as_str()).collect()
-            }
+            Rule::InterleaveQkvWeight(v) | Rule::InterleaveQkvBias(v) => v.iter().map(|s| s.as_str()).collect(),
             Rule::Fixed => vec![],
         }
     }
@@ -393,10 +354,7 @@ impl KeyMap {
 
     /// Pairs the map with a store, giving a [`WeightSource`] in architecture names.
     pub fn over<'a>(&'a self, store: &'a TensorStore) -> MappedSource<'a> {
-        MappedSource {
-            store,
-            rules: self.entries.iter().map(|(k, r)| (k.as_str(), r)).collect(),
-        }
+        MappedSource { store, rules: self.entries.iter().map(|(k, r)| (k.as_str(), r)).collect() }
     }
 }
 
@@ -408,13 +366,10 @@ pub struct MappedSource<'a> {
 
 impl MappedSource<'_> {
     fn rule(&self, key: &str) -> LoadResult<&Rule> {
-        self.rules
-            .get(key)
-            .copied()
-            .ok_or_else(|| LoadError::Format {
-                file: self.store.origin.clone(),
-                msg: format!("key map has no rule for architecture key `{key}`"),
-            })
+        self.rules.get(key).copied().ok_or_else(|| LoadError::Format {
+            file: self.store.origin.clone(),
+            msg: format!("key map has no rule for architecture key `{key}`"),
+        })
     }
 }
 
@@ -434,18 +389,11 @@ impl WeightSource for MappedSource<'_> {
             }
             Rule::HwioToOihw(s) => {
                 let [o, i, kh, kw] = dims_n::<4>(f, key, shape)?;
-                self.store
-                    .take(s, &[kh, kw, i, o])?
-                    .permute((3, 2, 0, 1))
-                    .with_file(f)?
+                self.store.take(s, &[kh, kw, i, o])?.permute((3, 2, 0, 1)).with_file(f)?
             }
             Rule::NinToConv(s) => {
                 let [o, i, _, _] = dims_n::<4>(f, key, shape)?;
-                self.store
-                    .take(s, &[i, o])?
-                    .t()
-                    .and_then(|t| t.reshape((o, i, 1, 1)))
-                    .with_file(f)?
+                self.store.take(s, &[i, o])?.t().and_then(|t| t.reshape((o, i, 1, 1))).with_file(f)?
             }
             Rule::InterleaveQkvWeight(srcs) => {
                 let [o3, c, _, _] = dims_n::<4>(f, key, shape)?;
@@ -455,9 +403,7 @@ impl WeightSource for MappedSource<'_> {
                     ts.push(self.store.take(s, &[c, o3 / 3])?.t().with_file(f)?);
                 }
                 // stack on dim 1: [C_out, 3, C_in] -> rows 3c+j
-                Tensor::stack(&ts, 1)
-                    .and_then(|t| t.reshape((o3, c, 1, 1)))
-                    .with_file(f)?
+                Tensor::stack(&ts, 1).and_then(|t| t.reshape((o3, c, 1, 1))).with_file(f)?
             }
             Rule::InterleaveQkvBias(srcs) => {
                 let [o3] = dims_n::<1>(f, key, shape)?;
@@ -465,9 +411,7 @@ impl WeightSource for MappedSource<'_> {
                 for s in srcs {
                     ts.push(self.store.take(s, &[o3 / 3])?);
                 }
-                Tensor::stack(&ts, 1)
-                    .and_then(|t| t.reshape(o3))
-                    .with_file(f)?
+                Tensor::stack(&ts, 1).and_then(|t| t.reshape(o3)).with_file(f)?
             }
             Rule::Fixed => {
                 return Err(LoadError::Format {
@@ -511,22 +455,12 @@ pub struct VarPath<'a> {
 impl<'a> VarPath<'a> {
     /// The root of `src`.
     pub fn new(src: &'a dyn WeightSource) -> Self {
-        Self {
-            src,
-            prefix: String::new(),
-        }
+        Self { src, prefix: String::new() }
     }
     /// The sub-path `prefix.name`.
     pub fn pp(&self, name: impl std::fmt::Display) -> Self {
-        let prefix = if self.prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}.{name}", self.prefix)
-        };
-        Self {
-            src: self.src,
-            prefix,
-        }
+        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        Self { src: self.src, prefix }
     }
     /// The full key of `name` under this path.
     pub fn key(&self, name: &str) -> String {

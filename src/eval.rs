@@ -1,0 +1,311 @@
+//! Evaluation as in the paper (SPEC 9): tokenize a dataset, decode it *from the token files*,
+//! and measure bits per pixel, PSNR, SSIM, LPIPS, FID and IS — plus the offline stand-ins
+//! (Frechet distance and accuracy of the bundled Fashion-MNIST classifier), which are
+//! reported under their own names, never as FID.
+//!
+//! [D] protocol (SPEC 9): FID between the reconstructions and their originals (pool3), IS on
+//! the reconstructions, LPIPS/SSIM/PSNR averaged per image against the originals.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::codec;
+use crate::data::{Dataset, Image};
+use crate::format::TokenFile;
+use crate::metrics::image::ImageU8;
+use crate::metrics::inception::FidInception;
+use crate::metrics::lpips::{Lpips, LpipsNet};
+use crate::metrics::ssim::pixel_scores;
+use crate::metrics::standin::{classifier_accuracy, classifier_frechet_distance, ClassifierStandIn};
+use crate::metrics::MetricsError;
+use crate::tokenizer::Config;
+use crate::zoo::LoadedModel;
+
+/// Which metrics to compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+pub enum Metric {
+    /// PSNR, SSIM (and MS-SSIM on images above 160 px).
+    Pixel,
+    /// LPIPS (AlexNet, v0.1); needs torchvision's and lpips' weight files.
+    Lpips,
+    /// FID and Inception Score; needs pytorch-fid's Inception weights.
+    Fid,
+    /// Offline stand-ins from the bundled Fashion-MNIST classifier (1-channel 28/32 px only).
+    Classifier,
+}
+
+/// Options of an evaluation.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub metrics: Vec<Metric>,
+    /// Images per network batch.
+    pub batch: usize,
+    /// Folder with metric weight files (else `$GDDCM_HOME/weights`, the torch hub cache).
+    pub weights_dir: Option<PathBuf>,
+    /// The stand-in classifier's weights.
+    pub classifier: Option<PathBuf>,
+    /// Keep the token files and reconstructions here.
+    pub keep: Option<PathBuf>,
+}
+
+/// The numbers of one evaluation (one model, one configuration, one image set).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EvalReport {
+    pub model: String,
+    pub family: String,
+    pub images: usize,
+    pub k: u32,
+    pub n: u64,
+    pub p: f64,
+    /// Token bits per pixel (SPEC 6, as the paper counts).
+    pub bpp: f64,
+    /// Whole-file bits per pixel (header included).
+    pub file_bpp: f64,
+    pub psnr: Option<f64>,
+    pub ssim: Option<f64>,
+    pub ms_ssim: Option<f64>,
+    pub lpips: Option<f64>,
+    pub fid: Option<f64>,
+    pub inception_score: Option<(f64, f64)>,
+    /// Stand-in: Frechet distance of classifier features, reconstructions vs originals.
+    pub classifier_fd: Option<f64>,
+    /// Stand-in: classifier accuracy on the reconstructions (and on the originals).
+    pub classifier_accuracy: Option<f64>,
+    pub classifier_accuracy_originals: Option<f64>,
+    pub encode_images_per_s: f64,
+    pub decode_images_per_s: f64,
+    /// Metrics that could not run, with the reason (e.g. a missing weight file).
+    pub skipped: Vec<String>,
+}
+
+fn to_u8(img: &Image) -> Result<ImageU8> {
+    Ok(ImageU8::from_chw(img.channels, img.height, img.width, img.data.clone())?)
+}
+
+/// Gray images become RGB by repeating the channel (for LPIPS and Inception, which are RGB).
+fn to_rgb(img: &ImageU8) -> Result<ImageU8> {
+    if img.c == 3 {
+        return Ok(img.clone());
+    }
+    let plane = img.plane(0);
+    Ok(ImageU8::from_chw(3, img.h, img.w, [plane, plane, plane].concat())?)
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// A metric that needs weights: `Ok(None)` with a note when they are missing.
+fn optional<T>(what: &str, r: std::result::Result<T, MetricsError>, skipped: &mut Vec<String>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(MetricsError::MissingWeights(m)) => {
+            skipped.push(format!("{what}: {m}"));
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("computing {what}")),
+    }
+}
+
+/// Tokenizes every image of `data`, writes the token files (in memory, or to `keep`), decodes
+/// them back from their bytes and measures.
+pub fn evaluate(
+    model: &LoadedModel,
+    cfg: &Config,
+    data: &Dataset,
+    opts: &EvalOptions,
+    device: &Device,
+    progress: Option<ProgressBar>,
+) -> Result<EvalReport> {
+    let n = data.images.len();
+    anyhow::ensure!(n > 0, "no images to evaluate");
+    let images: Vec<Image> = data.images.iter().map(|i| convert_channels(i, model.entry.channels)).collect();
+    let mut files = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    for chunk in images.chunks(opts.batch.max(1)) {
+        let refs: Vec<&Image> = chunk.iter().collect();
+        let enc = codec::encode(model, cfg, &refs, device, progress.clone())?;
+        // Through bytes: what is measured is what a decoder reading the file gets.
+        for f in enc.files {
+            files.push(TokenFile::from_bytes(&f.to_bytes()?)?);
+        }
+    }
+    let encode_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut recon = Vec::with_capacity(n);
+    for chunk in files.chunks(opts.batch.max(1)) {
+        let refs: Vec<&TokenFile> = chunk.iter().collect();
+        recon.extend(codec::decode(model, &refs, device, progress.clone())?);
+    }
+    let decode_s = t1.elapsed().as_secs_f64();
+    if let Some(dir) = &opts.keep {
+        for ((f, img), name) in files.iter().zip(&recon).zip(&data.names) {
+            f.write_atomic(dir.join(format!("{name}.gddcm")))?;
+            img.save_png(&dir.join(format!("{name}.png")))?;
+        }
+    }
+    let mut rep = EvalReport {
+        model: model.entry.name.to_string(),
+        family: model.entry.family.to_string(),
+        images: n,
+        k: cfg.k,
+        n: cfg.algorithm.tokens(),
+        p: cfg.algorithm.p(),
+        bpp: mean(&files.iter().map(|f| f.payload_bpp()).collect::<Vec<_>>()),
+        file_bpp: mean(&files.iter().map(|f| f.total_bpp()).collect::<Vec<_>>()),
+        encode_images_per_s: n as f64 / encode_s,
+        decode_images_per_s: n as f64 / decode_s,
+        ..Default::default()
+    };
+    let orig: Vec<ImageU8> = images.iter().map(to_u8).collect::<Result<_>>()?;
+    let rec: Vec<ImageU8> = recon.iter().map(to_u8).collect::<Result<_>>()?;
+    measure(&orig, &rec, &data.labels, opts, &mut rep)?;
+    Ok(rep)
+}
+
+fn convert_channels(img: &Image, channels: usize) -> Image {
+    match (img.channels, channels) {
+        (a, b) if a == b => img.clone(),
+        (3, 1) => {
+            let hw = img.height * img.width;
+            let data = (0..hw)
+                .map(|p| {
+                    let (r, g, b) = (img.data[p] as f32, img.data[hw + p] as f32, img.data[2 * hw + p] as f32);
+                    (0.299 * r + 0.587 * g + 0.114 * b).round() as u8 // ITU-R 601 luma, as PIL's "L"
+                })
+                .collect();
+            Image { channels: 1, height: img.height, width: img.width, data }
+        }
+        _ => Image { channels: 3, height: img.height, width: img.width, data: img.data.repeat(3) },
+    }
+}
+
+/// Fills the metric fields of `rep` for originals vs reconstructions.
+pub fn measure(
+    orig: &[ImageU8],
+    rec: &[ImageU8],
+    labels: &[Option<u8>],
+    opts: &EvalOptions,
+    rep: &mut EvalReport,
+) -> Result<()> {
+    let batch = opts.batch.max(1);
+    let wdir = opts.weights_dir.as_deref();
+    if opts.metrics.contains(&Metric::Pixel) {
+        let scores =
+            orig.iter().zip(rec).map(|(a, b)| pixel_scores(a, b)).collect::<std::result::Result<Vec<_>, _>>()?;
+        // Identical images have infinite PSNR; cap at 100 dB so the mean stays finite.
+        rep.psnr = Some(mean(&scores.iter().map(|s| s.psnr.min(100.0)).collect::<Vec<_>>()));
+        rep.ssim = Some(mean(&scores.iter().map(|s| s.ssim).collect::<Vec<_>>()));
+        let ms: Vec<f64> = scores.iter().filter_map(|s| s.ms_ssim).collect();
+        rep.ms_ssim = (!ms.is_empty()).then(|| mean(&ms));
+    }
+    let needs_rgb = opts.metrics.iter().any(|m| matches!(m, Metric::Lpips | Metric::Fid));
+    let (orig_rgb, rec_rgb) = if needs_rgb {
+        (orig.iter().map(to_rgb).collect::<Result<Vec<_>>>()?, rec.iter().map(to_rgb).collect::<Result<Vec<_>>>()?)
+    } else {
+        (vec![], vec![])
+    };
+    if opts.metrics.contains(&Metric::Lpips) {
+        if let Some(net) = optional("LPIPS", Lpips::from_weight_dirs(LpipsNet::Alex, wdir), &mut rep.skipped)? {
+            rep.lpips = Some(mean(&net.distance_images(&orig_rgb, &rec_rgb, batch)?));
+        }
+    }
+    if opts.metrics.contains(&Metric::Fid) {
+        if orig.len() < 2 {
+            rep.skipped.push("FID/IS: needs at least 2 images".into());
+        } else if let Some(net) = optional("FID/IS", FidInception::from_weight_dirs(wdir), &mut rep.skipped)? {
+            let a = net.image_set_stats(&orig_rgb, batch, 10)?;
+            let b = net.image_set_stats(&rec_rgb, batch, 10)?;
+            rep.fid = Some(crate::metrics::fid::frechet_distance(&a.stats, &b.stats)?);
+            rep.inception_score = Some(b.inception_score);
+        }
+    }
+    if opts.metrics.contains(&Metric::Classifier) {
+        classifier_metrics(orig, rec, labels, opts, rep)?;
+    }
+    Ok(())
+}
+
+/// The bundled stand-in classifier, `models/classifier/model.safetensors`.
+pub fn default_classifier() -> Option<PathBuf> {
+    [
+        PathBuf::from("models/classifier/model.safetensors"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/classifier/model.safetensors"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+fn classifier_metrics(
+    orig: &[ImageU8],
+    rec: &[ImageU8],
+    labels: &[Option<u8>],
+    opts: &EvalOptions,
+    rep: &mut EvalReport,
+) -> Result<()> {
+    if orig[0].c != 1 || orig[0].h > 32 || orig[0].w > 32 {
+        rep.skipped.push("classifier stand-ins: only for 1-channel images up to 32 px (Fashion-MNIST)".into());
+        return Ok(());
+    }
+    let Some(path) = opts.classifier.clone().or_else(default_classifier) else {
+        rep.skipped.push("classifier stand-ins: models/classifier/model.safetensors not found (train it with tools/train/train.py classifier)".into());
+        return Ok(());
+    };
+    let net = ClassifierStandIn::load(&path)?;
+    // The classifier takes 32×32: pad Fashion-MNIST's 28×28 with background, as in training.
+    let pad = |imgs: &[ImageU8]| -> Result<Vec<ImageU8>> {
+        imgs.iter()
+            .map(|i| {
+                let p = (32 - i.h) / 2;
+                let img = Image { channels: 1, height: i.h, width: i.w, data: i.plane(0).to_vec() };
+                let padded = Image::from_model(&img.to_model(p, -1.0), 1, i.h + 2 * p, i.w + 2 * p, 0);
+                to_u8(&padded)
+            })
+            .collect()
+    };
+    let (po, pr) = (pad(orig)?, pad(rec)?);
+    let batch = opts.batch.max(1);
+    if orig.len() >= 2 {
+        rep.classifier_fd = Some(classifier_frechet_distance(&net, &po, &pr, batch)?);
+    }
+    if labels.iter().all(Option::is_some) {
+        let l: Vec<u32> = labels.iter().map(|l| l.unwrap() as u32).collect();
+        rep.classifier_accuracy = Some(classifier_accuracy(&net, &pr, &l, batch)?);
+        rep.classifier_accuracy_originals = Some(classifier_accuracy(&net, &po, &l, batch)?);
+    }
+    Ok(())
+}
+
+fn fmt_opt(v: Option<f64>, prec: usize) -> String {
+    v.map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "—".into())
+}
+
+impl EvalReport {
+    /// One Markdown table row: model | p | FID | LPIPS | IS | SSIM | PSNR | bpp | stand-ins.
+    pub fn markdown_row(&self, note: &str) -> String {
+        format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {:.3} | {} | {} | {} |",
+            self.model,
+            self.p,
+            fmt_opt(self.fid, 2),
+            fmt_opt(self.lpips, 3),
+            self.inception_score.map(|(m, _)| format!("{m:.2}")).unwrap_or_else(|| "—".into()),
+            fmt_opt(self.ssim, 3),
+            fmt_opt(self.psnr, 2),
+            self.bpp,
+            fmt_opt(self.classifier_fd, 2),
+            fmt_opt(self.classifier_accuracy, 3),
+            note
+        )
+    }
+
+    /// The header matching [`EvalReport::markdown_row`].
+    pub fn markdown_header() -> &'static str {
+        "| model | p | FID↓ | LPIPS↓ | IS↑ | SSIM↑ | PSNR↑ | bpp | clf-FD↓ (stand-in) | clf-acc↑ (stand-in) | note |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    }
+}
