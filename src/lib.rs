@@ -12,7 +12,7 @@
 //! - [`codebook`]: the Philox4x32-10 / Box–Muller codebooks and blockwise scoring (SPEC 5).
 //! - [`schedule`]: Algorithm-1 grids and the interval schedules of eqs. 9/10/12/13 (SPEC 2.5–2.6).
 //! - [`tokenizer`]: Algorithm 1, Algorithm 2, initial points and final samplers (SPEC 2, 4, 7).
-//! - [`format`]: the `.gddcm` token file.
+//! - [`format`](mod@format): the `.gddcm` token file.
 //! - [`nn`]: network architectures (diffusers UNet2DModel, EDM SongUNet) and weight loading.
 //! - [`metrics`]: PSNR, SSIM, MS-SSIM, LPIPS, FID/IS and offline stand-ins.
 //! - [`data`], [`zoo`]: image IO and datasets; named models and their files.

@@ -270,6 +270,7 @@ fn max_file_bytes_bounds_the_largest_file() {
         ],
     };
     let bytes = round_trip(&f);
+    assert!(f.to_string().contains("1×16, … (65520 more)"));
     assert!(bytes.len() as u64 <= MAX_FILE_BYTES);
     assert!(MAX_FILE_BYTES - (bytes.len() as u64) < 32);
     // The largest Algorithm-1 file is smaller.
@@ -638,6 +639,7 @@ fn write_atomic_and_read() {
 fn display_summary() {
     let f = sample_alg2(1000, 300);
     let s = f.to_string();
+    println!("{s}");
     for needle in [
         "format version 1",
         NAME,

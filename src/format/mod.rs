@@ -311,6 +311,42 @@ pub struct ImageSpec {
 
 /// One tokenized image: model identity, procedure, image spec and the `N` tokens
 /// (SPEC 5 G3, SPEC 6).
+///
+/// ```
+/// use gddcm::format::*;
+///
+/// // The DDCM baseline of SPEC 4: DDPM, p = ½, T_r = 999, T_t = 0, N = 300, K = 1000.
+/// let file = TokenFile {
+///     model: ModelIdentity {
+///         name: "google/ddpm-cifar10-32".into(),
+///         weights_sha256: [0u8; 32], // sha2::Sha256::digest(weights) in real use
+///         family: Family::Ddpm,
+///         parameterization: Parameterization::Eps,
+///         schedule: MarginalSchedule::DdpmLinear { t: 1000 },
+///     },
+///     procedure: Procedure {
+///         codebook_generator: CodebookGenerator::Philox4x32BoxMuller,
+///         seed: 0x0123_4567_89ab_cdef,
+///         k: 1000,
+///         n: 300,
+///         p: 0.5,
+///         mixing: Mixing::SigmaBig,
+///         clip_x0: true,
+///         algorithm: Algorithm::Alg1 { t_r: 999.0, t_t: 0.0, rho: 1.0 },
+///         init: InitStrategy::I1,
+///         sampler: FinalSampler { kind: SamplerKind::Ddim, steps: 1, rho: 1.0 },
+///         dtype: ComputeDtype::F32,
+///     },
+///     image: ImageSpec { channels: 3, height: 32, width: 32, lo: -1.0, hi: 1.0 },
+///     tokens: (0..300).map(|i| (i * 7) % 1000).collect(),
+/// };
+/// let bytes = file.to_bytes()?;
+/// assert_eq!(file.payload_bits(), 2990); // ⌈300·log2 1000⌉, mixed radix
+/// assert_eq!(bytes.len() as u64 * 8, file.total_bits());
+/// assert_eq!(TokenFile::from_bytes(&bytes)?, file);
+/// println!("{file}"); // the `gddcm inspect` summary
+/// # Ok::<(), FormatError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenFile {
     /// The model (SPEC 5 G3).
@@ -1077,7 +1113,12 @@ impl fmt::Display for TokenFile {
                 writeln!(f, "algorithm:  1 (p > 0), T_r = {t_r}, T_t = {t_t}, ρ = {rho}")?
             }
             Algorithm::Alg2 { t_s, schedule } => {
-                let list: Vec<String> = schedule.iter().map(|e| format!("{}×{}", e.delta, e.repeats)).collect();
+                const SHOWN: usize = 16;
+                let mut list: Vec<String> =
+                    schedule.iter().take(SHOWN).map(|e| format!("{}×{}", e.delta, e.repeats)).collect();
+                if schedule.len() > SHOWN {
+                    list.push(format!("… ({} more)", schedule.len() - SHOWN));
+                }
                 writeln!(
                     f,
                     "algorithm:  2 (p = 0), T_s = {t_s}, {} intervals (Δ×repeats): {}",
