@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use gddcm::family::{Network, Precond};
-use gddcm::nn::{TensorStore, UNet2DConfig, UNet2DModel};
+use gddcm::nn::{SongUNet, SongUNetConfig, TensorStore, UNet2DConfig, UNet2DModel};
 
 fn fixture(name: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -75,5 +75,61 @@ fn unet2d_variant_small() {
     unet2d_fixture("unet2d_variant_small");
 }
 
-#[allow(dead_code)]
-fn unused(_: Precond, _: Device) {}
+fn sigmas(all: &TensorStore) -> Vec<f64> {
+    all.raw("in.sigma")
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(|s| s as f64)
+        .collect()
+}
+
+fn tol(meta: &serde_json::Value, k: &str) -> f64 {
+    meta["suggested_tolerance_max_abs"][k].as_f64().unwrap()
+}
+
+/// A SongUNet with fixed augmentation labels, as a plain [`Network`].
+struct WithAugment<'a>(&'a SongUNet, Tensor);
+
+impl Network for WithAugment<'_> {
+    fn forward(&self, x: &Tensor, c: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.forward_with(x, c, None, Some(&self.1))
+    }
+}
+
+fn edm_fixture(name: &str, second: (&str, Precond)) {
+    let meta = json(&format!("{name}.json"));
+    let cfg = SongUNetConfig::from_edm_json(&meta["constructor_small"], name).unwrap();
+    let all = store(&format!("{name}.safetensors"));
+    let w = all.sub("w.");
+    let net = SongUNet::new(&cfg, &w).unwrap();
+    w.finish().unwrap();
+    let x = all.raw("in.x").unwrap();
+    assert!(x.dim(0).unwrap() > 1);
+    let s = sigmas(&all);
+    let d = Precond::EDM.apply(&net, x, &s).unwrap();
+    check(&format!("{name} out.D"), &d, all.raw("out.D").unwrap(), tol(&meta, "D"));
+    let (k, p) = second;
+    let d2 = p.apply(&net, x, &s).unwrap();
+    let key = k.strip_prefix("out.").unwrap();
+    check(&format!("{name} {k}"), &d2, all.raw(k).unwrap(), tol(&meta, key));
+    let aug = WithAugment(&net, all.raw("in.augment_labels").unwrap().clone());
+    let da = Precond::EDM.apply(&aug, x, &s).unwrap();
+    check(
+        &format!("{name} out.D_aug"),
+        &da,
+        all.raw("out.D_aug").unwrap(),
+        tol(&meta, "D_aug"),
+    );
+}
+
+#[test]
+fn edm_songunet_ddpmpp_small() {
+    edm_fixture("edm_songunet_ddpmpp_small", ("out.D_vp", Precond::VP));
+}
+
+#[test]
+fn edm_songunet_ncsnpp_small() {
+    edm_fixture("edm_songunet_ncsnpp_small", ("out.D_ve", Precond::Ve));
+}

@@ -9,8 +9,10 @@
 
 pub mod layers;
 pub mod ops;
+pub mod songunet;
 pub mod unet2d;
 pub mod weights;
 
+pub use songunet::{SongUNet, SongUNetConfig};
 pub use unet2d::{UNet2DConfig, UNet2DModel};
 pub use weights::{KeyMap, LoadError, LoadResult, Rule, TensorStore, VarPath, WeightSource};
