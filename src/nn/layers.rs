@@ -83,7 +83,10 @@ impl GroupNorm {
         if groups == 0 || c % groups != 0 {
             return Err(super::weights::LoadError::Config {
                 file: f,
-                msg: format!("{}: {c} channels not divisible into {groups} groups", vb.key("")),
+                msg: format!(
+                    "{}: {c} channels not divisible into {groups} groups",
+                    vb.key("")
+                ),
             });
         }
         let weight = vb.get("weight", &[c])?.to_vec1::<f32>().with_file(&f)?;

@@ -12,10 +12,10 @@ use std::path::Path;
 use candle_core::{DType, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::checkpoints::{read_flax_params_ema, read_pth_tensor_list};
+use super::keymaps::{cm_keymap, rf_keymap, rf_param_order};
 use super::layers::{Conv2d, GroupNorm, Linear, SelfAttention};
-use super::weights::{
-    KeyMap, LoadError, LoadResult, Rule, TensorStore, VarPath, WeightSource, WithFile,
-};
+use super::weights::{LoadError, LoadResult, TensorStore, VarPath, WeightSource, WithFile};
 use crate::family::Network;
 
 /// GroupNorm epsilon of all three code bases (NETWORKS.md §1).
@@ -131,7 +131,10 @@ impl SongUNetConfig {
     pub fn from_edm_json(v: &serde_json::Value, origin: &str) -> LoadResult<Self> {
         if let Some(mt) = get_str(v, "model_type") {
             if mt != "SongUNet" {
-                return Err(cfg_err(origin, format!("model_type `{mt}` is not supported")));
+                return Err(cfg_err(
+                    origin,
+                    format!("model_type `{mt}` is not supported"),
+                ));
             }
         }
         let mut v = v.clone();
@@ -160,19 +163,27 @@ impl SongUNetConfig {
         let m = v
             .get("model")
             .ok_or_else(|| cfg_err(origin, "missing `model`"))?;
-        let data = v.get("data").ok_or_else(|| cfg_err(origin, "missing `data`"))?;
+        let data = v
+            .get("data")
+            .ok_or_else(|| cfg_err(origin, "missing `data`"))?;
         if data.get("centered").and_then(|c| c.as_bool()) == Some(false) {
-            return Err(cfg_err(origin, "data.centered=false (2x-1 input) is not supported"));
+            return Err(cfg_err(
+                origin,
+                "data.centered=false (2x-1 input) is not supported",
+            ));
         }
         if m.get("scale_by_sigma").and_then(|c| c.as_bool()) == Some(true) {
             return Err(cfg_err(origin, "scale_by_sigma=true is not supported"));
         }
         if get_str(m, "embedding_type").unwrap_or("positional") != "positional" {
-            return Err(cfg_err(origin, "RF: only positional embedding is supported"));
+            return Err(cfg_err(
+                origin,
+                "RF: only positional embedding is supported",
+            ));
         }
         let res = get_usize(data, "image_size", origin)?;
         let ch = get_usize(data, "num_channels", origin)?;
-        Self::from_ncsnpp_model(m, res, ch, origin)
+        Self::from_ncsnpp_model(m, res, ch, true, origin)
     }
 
     /// From a consistency-model (`jcm`) model config as JSON (`configs/cifar10_ve_cd.py`'s
@@ -184,13 +195,14 @@ impl SongUNetConfig {
         }
         let res = get_usize(v, "image_size", origin).unwrap_or(32);
         let ch = get_usize(v, "num_channels", origin).unwrap_or(3);
-        Self::from_ncsnpp_model(v, res, ch, origin)
+        Self::from_ncsnpp_model(v, res, ch, false, origin)
     }
 
     fn from_ncsnpp_model(
         m: &serde_json::Value,
         res: usize,
         ch: usize,
+        rf: bool,
         origin: &str,
     ) -> LoadResult<Self> {
         let expect = |k: &str, want: &str| -> LoadResult<()> {
@@ -214,7 +226,11 @@ impl SongUNetConfig {
             return Err(cfg_err(origin, "conditional=false is not supported"));
         }
         let nf = get_usize(m, "nf", origin)?;
-        let encoder_type = match get_str(m, "progressive_input").unwrap_or("none") {
+        let pin = get_str(m, "progressive_input").unwrap_or("none");
+        if rf && pin != "none" {
+            return Err(cfg_err(origin, "RF: progressive_input must be `none`"));
+        }
+        let encoder_type = match pin {
             "none" => "standard",
             "residual" => "residual",
             o => {
@@ -523,9 +539,7 @@ impl Fir {
         if self.box2 && pad == 0 {
             return x.avg_pool2d(2);
         }
-        let y = x
-            .reshape((b * c, 1, h, w))?
-            .conv2d(&self.f, pad, 2, 1, 1)?;
+        let y = x.reshape((b * c, 1, h, w))?.conv2d(&self.f, pad, 2, 1, 1)?;
         let (_, _, ho, wo) = y.dims4()?;
         y.reshape((b, c, ho, wo))
     }
@@ -593,11 +607,13 @@ impl UNetBlock {
             Resample::None
         };
         if resample != Resample::None {
-            vb.pp("conv0").fixed_buffer("resample_filter", &[1, 1, k, k])?;
+            vb.pp("conv0")
+                .fixed_buffer("resample_filter", &[1, 1, k, k])?;
         }
         let skip = if cin != cout || up || down {
             if resample != Resample::None {
-                vb.pp("skip").fixed_buffer("resample_filter", &[1, 1, k, k])?;
+                vb.pp("skip")
+                    .fixed_buffer("resample_filter", &[1, 1, k, k])?;
             }
             Some(Conv2d::load(&vb.pp("skip"), cin, cout, 1, 0, 1)?)
         } else {
@@ -907,6 +923,121 @@ impl SongUNet {
         }
         out.ok_or_else(|| candle_core::Error::Msg("SongUNet: no output".into()))
     }
+}
+
+/// Which weights of a RectifiedFlow `checkpoint_*.pth` to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RfWeights {
+    /// `ckpt['ema']['shadow_params']` by position (what RF's evaluation samples with).
+    Ema,
+    /// `ckpt['model']` (the raw training weights, `module.`-prefixed).
+    Model,
+}
+
+impl SongUNet {
+    /// Builds from an EDM `SongUNet.state_dict()` store (keys without `model.`) and checks
+    /// that every tensor was used.
+    pub fn from_edm_store(cfg: &SongUNetConfig, store: &TensorStore) -> LoadResult<Self> {
+        let m = Self::new(cfg, store)?;
+        store.finish()?;
+        Ok(m)
+    }
+
+    /// Loads an EDM network: `config` is the JSON of EDM constructor arguments and `weights`
+    /// the safetensors file written by `tools/export_edm.py` (keys `model.*`, as in
+    /// `EDMPrecond.state_dict()`; unprefixed keys are accepted too).
+    pub fn load_edm(config: impl AsRef<Path>, weights: impl AsRef<Path>) -> LoadResult<Self> {
+        let cfg = SongUNetConfig::from_edm_file(config)?;
+        let store = TensorStore::from_file(weights)?.strip_prefix("model.");
+        Self::from_edm_store(&cfg, &store)
+    }
+
+    /// Builds from a RectifiedFlow `NCSNpp.state_dict()` store (keys `all_modules.*`, no
+    /// `module.`) through [`rf_keymap`]; the unused `sigmas` buffer is accepted and ignored.
+    pub fn from_rf_store(cfg: &SongUNetConfig, store: &TensorStore) -> LoadResult<Self> {
+        let map = rf_keymap(cfg)?;
+        let m = Self::new(cfg, &map.over(store))?;
+        store.mark_used("sigmas");
+        store.finish()?;
+        Ok(m)
+    }
+
+    /// Loads a RectifiedFlow network. `config` is the RF config as JSON (see
+    /// [`SongUNetConfig::from_rf_json`]); `checkpoint` is a `checkpoint_*.pth` (EMA or raw
+    /// weights per `which`) or a state-dict `.safetensors`/`.pth` (then `which` is ignored).
+    pub fn load_rf(
+        config: impl AsRef<Path>,
+        checkpoint: impl AsRef<Path>,
+        which: RfWeights,
+    ) -> LoadResult<Self> {
+        let (v, origin) = read_json(config.as_ref())?;
+        let cfg = SongUNetConfig::from_rf_json(&v, &origin)?;
+        let path = checkpoint.as_ref();
+        let store = if path.extension().and_then(|e| e.to_str()) == Some("safetensors") {
+            TensorStore::from_safetensors(path)?
+        } else {
+            match which {
+                RfWeights::Ema => rf_ema_store(&cfg, path)?,
+                RfWeights::Model => TensorStore::from_pth(path, Some("model"))?,
+            }
+        };
+        Self::from_rf_store(&cfg, &store.strip_prefix("module."))
+    }
+
+    /// Builds from a consistency-model flax parameter store (keys as in
+    /// `fixtures/cm_ncsnpp.full.keys.json`) through [`cm_keymap`].
+    pub fn from_cm_store(cfg: &SongUNetConfig, store: &TensorStore) -> LoadResult<Self> {
+        let map = cm_keymap(cfg);
+        let m = Self::new(cfg, &map.over(store))?;
+        store.finish()?;
+        Ok(m)
+    }
+
+    /// Loads a consistency-model network: `config` is the `config.model` JSON (see
+    /// [`SongUNetConfig::from_cm_json`]); `checkpoint` is the flax msgpack checkpoint
+    /// (`params_ema` is used) or a safetensors file with the flat flax keys.
+    pub fn load_cm(config: impl AsRef<Path>, checkpoint: impl AsRef<Path>) -> LoadResult<Self> {
+        let (v, origin) = read_json(config.as_ref())?;
+        let cfg = SongUNetConfig::from_cm_json(&v, &origin)?;
+        let path = checkpoint.as_ref();
+        let store = if path.extension().and_then(|e| e.to_str()) == Some("safetensors") {
+            TensorStore::from_safetensors(path)?
+        } else {
+            read_flax_params_ema(path)?
+        };
+        Self::from_cm_store(&cfg, &store)
+    }
+}
+
+/// Reads `ckpt['ema']['shadow_params']` of a RectifiedFlow checkpoint and names the tensors by
+/// [`rf_param_order`] (each shape is checked against the architecture's).
+pub fn rf_ema_store(cfg: &SongUNetConfig, path: &Path) -> LoadResult<TensorStore> {
+    let f = path.display().to_string();
+    let order = rf_param_order(cfg)?;
+    let list = read_pth_tensor_list(path, &["ema", "shadow_params"])?;
+    if list.len() != order.len() {
+        return Err(LoadError::Format {
+            file: f,
+            msg: format!(
+                "ema.shadow_params has {} tensors, the architecture has {} parameters",
+                list.len(),
+                order.len()
+            ),
+        });
+    }
+    let mut named = Vec::with_capacity(list.len());
+    for (i, ((name, shape), t)) in order.into_iter().zip(list).enumerate() {
+        if t.dims() != shape.as_slice() {
+            return Err(LoadError::Shape {
+                file: f,
+                key: format!("ema.shadow_params[{i}] (= {name})"),
+                expected: shape,
+                found: t.dims().to_vec(),
+            });
+        }
+        named.push((name, t));
+    }
+    TensorStore::new(f, named)
 }
 
 impl Network for SongUNet {

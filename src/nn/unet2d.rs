@@ -58,14 +58,24 @@ fn d_mid() -> Option<String> {
     Some("UNetMidBlock2D".into())
 }
 fn d_down() -> Vec<String> {
-    ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"]
-        .map(String::from)
-        .to_vec()
+    [
+        "DownBlock2D",
+        "AttnDownBlock2D",
+        "AttnDownBlock2D",
+        "AttnDownBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn d_up() -> Vec<String> {
-    ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"]
-        .map(String::from)
-        .to_vec()
+    [
+        "AttnUpBlock2D",
+        "AttnUpBlock2D",
+        "AttnUpBlock2D",
+        "UpBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn d_channels() -> Vec<usize> {
     vec![224, 448, 672, 896]
@@ -593,9 +603,7 @@ impl UNet2DModel {
         let ts = t.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let denom = (half as f64 - self.cfg.freq_shift) as f32;
         let ln = -(10000f64.ln() as f32);
-        let freqs: Vec<f32> = (0..half)
-            .map(|i| (ln * i as f32 / denom).exp())
-            .collect();
+        let freqs: Vec<f32> = (0..half).map(|i| (ln * i as f32 / denom).exp()).collect();
         let mut out = Vec::with_capacity(ts.len() * dim);
         for &tv in &ts {
             let args: Vec<f32> = freqs.iter().map(|f| tv * f).collect();

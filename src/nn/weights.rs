@@ -395,11 +395,7 @@ impl KeyMap {
     pub fn over<'a>(&'a self, store: &'a TensorStore) -> MappedSource<'a> {
         MappedSource {
             store,
-            rules: self
-                .entries
-                .iter()
-                .map(|(k, r)| (k.as_str(), r))
-                .collect(),
+            rules: self.entries.iter().map(|(k, r)| (k.as_str(), r)).collect(),
         }
     }
 }
