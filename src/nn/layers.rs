@@ -9,7 +9,7 @@ use super::weights::{LoadResult, VarPath, WithFile};
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
-    bias: Option<Tensor>,
+    bias: Tensor,
     /// Zero padding on every side.
     pub padding: usize,
     /// Stride in both directions.
@@ -40,8 +40,8 @@ impl Conv2d {
     ) -> Result<Self> {
         let weight = weight.contiguous()?;
         let bias = match bias {
-            Some(b) => Some(b.contiguous()?),
-            None => None,
+            Some(b) => b.contiguous()?,
+            None => Tensor::zeros(weight.dim(0)?, weight.dtype(), weight.device())?,
         };
         Ok(Self {
             weight,
@@ -58,11 +58,7 @@ impl Conv2d {
 
     /// Applies the convolution to `x` `[B, I, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
-            None => Ok(y),
-        }
+        ops::conv2d(x, &self.weight, &self.bias, self.padding, self.stride)
     }
 }
 
