@@ -245,7 +245,7 @@ fn check_keymap(file: &str, ours: &gddcm::nn::KeyMap) {
         for src in rule.sources() {
             // The json names sources inside free text: require an exact token match.
             let found = text
-                .split(|c: char| c == ' ' || c == ',' || c == '(' || c == ')')
+                .split([' ', ',', '(', ')'])
                 .any(|tok| tok == src);
             assert!(found, "{file}: `{k}`: our source `{src}` not in `{text}`");
         }

@@ -76,7 +76,7 @@ impl GroupNorm {
     /// Loads `weight` and `bias` `[c]` under `vb`.
     pub fn load(vb: &VarPath, c: usize, groups: usize, eps: f64) -> LoadResult<Self> {
         let f = vb.origin().to_string();
-        if groups == 0 || c % groups != 0 {
+        if groups == 0 || !c.is_multiple_of(groups) {
             return Err(super::weights::LoadError::Config {
                 file: f,
                 msg: format!(

@@ -93,7 +93,7 @@ pub fn group_norm(
     silu: bool,
 ) -> Result<Tensor> {
     let c = x.dim(1)?;
-    if c % groups != 0 || weight.len() != c || bias.len() != c {
+    if !c.is_multiple_of(groups) || weight.len() != c || bias.len() != c {
         candle_core::bail!(
             "group_norm: {c} channels, {groups} groups, {} weights, {} biases",
             weight.len(),
