@@ -244,9 +244,7 @@ fn check_keymap(file: &str, ours: &gddcm::nn::KeyMap) {
         let text = &theirs[k];
         for src in rule.sources() {
             // The json names sources inside free text: require an exact token match.
-            let found = text
-                .split([' ', ',', '(', ')'])
-                .any(|tok| tok == src);
+            let found = text.split([' ', ',', '(', ')']).any(|tok| tok == src);
             assert!(found, "{file}: `{k}`: our source `{src}` not in `{text}`");
         }
         let ok = match rule {
