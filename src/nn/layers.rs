@@ -9,7 +9,7 @@ use super::weights::{LoadResult, VarPath, WithFile};
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
-    bias: Option<Tensor>,
+    bias: Tensor,
     /// Zero padding on every side.
     pub padding: usize,
     /// Stride in both directions.
@@ -28,8 +28,8 @@ impl Conv2d {
     pub fn new(weight: Tensor, bias: Option<Tensor>, padding: usize, stride: usize) -> Result<Self> {
         let weight = weight.contiguous()?;
         let bias = match bias {
-            Some(b) => Some(b.contiguous()?),
-            None => None,
+            Some(b) => b.contiguous()?,
+            None => Tensor::zeros(weight.dim(0)?, weight.dtype(), weight.device())?,
         };
         Ok(Self { weight, bias, padding, stride })
     }
@@ -41,11 +41,7 @@ impl Conv2d {
 
     /// Applies the convolution to `x` `[B, I, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
-            None => Ok(y),
-        }
+        ops::conv2d(x, &self.weight, &self.bias, self.padding, self.stride)
     }
 }
 
@@ -63,7 +59,7 @@ impl GroupNorm {
     /// Loads `weight` and `bias` `[c]` under `vb`.
     pub fn load(vb: &VarPath, c: usize, groups: usize, eps: f64) -> LoadResult<Self> {
         let f = vb.origin().to_string();
-        if groups == 0 || c % groups != 0 {
+        if groups == 0 || !c.is_multiple_of(groups) {
             return Err(super::weights::LoadError::Config {
                 file: f,
                 msg: format!("{}: {c} channels not divisible into {groups} groups", vb.key("")),

@@ -7,10 +7,15 @@
 //!
 //! See `fixtures/NETWORKS.md` for the forward passes these follow.
 
+pub mod checkpoints;
+pub mod keymaps;
 pub mod layers;
 pub mod ops;
+pub mod songunet;
 pub mod unet2d;
 pub mod weights;
 
+pub use keymaps::{cm_keymap, rf_keymap, rf_param_order};
+pub use songunet::{RfWeights, SongUNet, SongUNetConfig};
 pub use unet2d::{UNet2DConfig, UNet2DModel};
 pub use weights::{KeyMap, LoadError, LoadResult, Rule, TensorStore, VarPath, WeightSource};

@@ -304,7 +304,7 @@ fn load_attention(
     rescale: f64,
 ) -> LoadResult<SelfAttention> {
     let d = head_dim.unwrap_or(c);
-    if d == 0 || c % d != 0 {
+    if d == 0 || !c.is_multiple_of(d) {
         return Err(LoadError::Config {
             file: vb.origin().to_string(),
             msg: format!("{c} channels are not divisible by attention_head_dim {d}"),

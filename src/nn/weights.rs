@@ -209,10 +209,13 @@ impl TensorStore {
 
     /// The keys that start with `prefix`, with the prefix removed (e.g. the `w.` weights of a
     /// fixture file, or the `model.` keys of an EDM export). Other keys are dropped.
-    pub fn sub(self, prefix: &str) -> Self {
-        let origin = self.origin;
-        let tensors =
-            self.tensors.into_iter().filter_map(|(k, t)| k.strip_prefix(prefix).map(|s| (s.to_string(), t))).collect();
+    pub fn sub(&self, prefix: &str) -> Self {
+        let origin = self.origin.clone();
+        let tensors = self
+            .tensors
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix(prefix).map(|s| (s.to_string(), t.clone())))
+            .collect();
         Self { origin, tensors, used: Mutex::new(BTreeSet::new()) }
     }
 

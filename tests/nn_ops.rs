@@ -1,0 +1,53 @@
+//! The custom CPU kernels of `gddcm::nn::ops` against candle's reference ops.
+
+use candle_core::{Device, Tensor};
+use gddcm::nn::ops;
+
+fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+#[test]
+fn conv2d_matches_candle() {
+    let dev = Device::Cpu;
+    for &(b, ci, co, h, w, k, p, s) in &[
+        (1usize, 3usize, 8usize, 9usize, 7usize, 3usize, 1usize, 1usize),
+        (3, 5, 4, 8, 8, 3, 1, 1),
+        (4, 6, 6, 8, 8, 3, 0, 2),
+        (2, 4, 7, 9, 9, 3, 1, 2),
+        (5, 8, 3, 6, 6, 1, 0, 1),
+        (2, 3, 4, 6, 5, 3, 2, 1),
+        (1, 2, 3, 8, 8, 4, 1, 2),
+    ] {
+        let x = Tensor::randn(0f32, 1.0, (b, ci, h, w), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 1.0, (co, ci, k, k), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, co, &dev).unwrap();
+        let got = ops::conv2d(&x, &wt, &bias, p, s).unwrap();
+        let want = x.conv2d(&wt, p, s, 1, 1).unwrap().broadcast_add(&bias.reshape((1, co, 1, 1)).unwrap()).unwrap();
+        let e = max_abs(&got, &want);
+        assert!(e < 1e-4, "{:?}: {e}", (b, ci, co, h, w, k, p, s));
+    }
+}
+
+#[test]
+fn group_norm_matches_composite() {
+    let dev = Device::Cpu;
+    let (b, c, g) = (3, 12, 4);
+    let x = (Tensor::randn(0f32, 2.0, (b, c, 5, 6), &dev).unwrap() + 3.0).unwrap();
+    let w: Vec<f32> = (0..c).map(|i| 1.0 + 0.1 * i as f32).collect();
+    let bi: Vec<f32> = (0..c).map(|i| 0.05 * i as f32 - 0.2).collect();
+    let gn = candle_nn::GroupNorm::new(
+        Tensor::new(w.as_slice(), &dev).unwrap(),
+        Tensor::new(bi.as_slice(), &dev).unwrap(),
+        c,
+        g,
+        1e-6,
+    )
+    .unwrap();
+    let want = candle_core::Module::forward(&gn, &x).unwrap();
+    let got = ops::group_norm(&x, g, 1e-6, &w, &bi, false).unwrap();
+    assert!(max_abs(&got, &want) < 1e-5);
+    let got = ops::group_norm(&x, g, 1e-6, &w, &bi, true).unwrap();
+    assert!(max_abs(&got, &want.silu().unwrap()) < 1e-5);
+}
