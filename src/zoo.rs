@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::family::{Denoiser, Family, Network, Precond, PrecondDenoiser, RegressionDenoiser};
 use crate::marginal::{DdpmSchedule, Marginal};
-use crate::nn::unet2d::UNet2DModel;
+use crate::nn::{RfWeights, SongUNet, UNet2DModel};
 
 /// How a model's weights are stored and which architecture reads them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -22,6 +22,15 @@ pub enum WeightsKind {
     /// A diffusers folder: `config.json` + `diffusion_pytorch_model.{safetensors,bin}` for a
     /// `UNet2DModel` (the bundled models, google/ddpm-*, the diffusers CM ports).
     DiffusersUNet2D,
+    /// An NVlabs EDM pickle exported by `tools/export_edm.py`: `<stem>.json` (SongUNet
+    /// arguments) + `<stem>.safetensors` (keys `model.*`).
+    EdmExport,
+    /// A gnobitab/RectifiedFlow `checkpoint_*.pth` (EMA weights by parameter order) with the
+    /// config `configs/<name>.json` shipped in this repository.
+    RectifiedFlowCheckpoint,
+    /// An openai/consistency_models_cifar10 flax msgpack checkpoint (`params_ema`) with the
+    /// config `configs/<name>.json` shipped in this repository.
+    ConsistencyFlax,
 }
 
 /// How the network's output becomes `(x0_hat, eps_hat)`.
@@ -94,6 +103,42 @@ pub fn entries() -> Vec<ModelEntry> {
             files: &["config.json", "diffusion_pytorch_model.safetensors"],
             download: "https://huggingface.co/google/ddpm-cifar10-32 (config.json and diffusion_pytorch_model.safetensors or .bin)",
         },
+        songunet(
+            "edm-cifar10-vp",
+            Family::Edm,
+            "NVlabs EDM CIFAR-10 unconditional VP (DDPM++), 55.7M parameters",
+            WeightsKind::EdmExport,
+            Parameterization::Preconditioned(Precond::VP),
+            &["edm-cifar10-32x32-uncond-vp.json", "edm-cifar10-32x32-uncond-vp.safetensors"],
+            "https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/edm-cifar10-32x32-uncond-vp.pkl, then run tools/export_edm.py on it (with the NVlabs/edm repository on PYTHONPATH)",
+        ),
+        songunet(
+            "edm-cifar10-ve",
+            Family::Edm,
+            "NVlabs EDM CIFAR-10 unconditional VE (NCSN++), 56.4M parameters",
+            WeightsKind::EdmExport,
+            Parameterization::Preconditioned(Precond::Ve),
+            &["edm-cifar10-32x32-uncond-ve.json", "edm-cifar10-32x32-uncond-ve.safetensors"],
+            "https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/edm-cifar10-32x32-uncond-ve.pkl, then run tools/export_edm.py on it (with the NVlabs/edm repository on PYTHONPATH)",
+        ),
+        songunet(
+            "cm-cifar10-cd",
+            Family::Cm,
+            "OpenAI consistency model, CIFAR-10, consistency distillation (LPIPS), NCSN++ (flax), 56.4M parameters",
+            WeightsKind::ConsistencyFlax,
+            Parameterization::Preconditioned(Precond::CM_CIFAR10),
+            &["checkpoint"],
+            "the CD-LPIPS CIFAR-10 checkpoint listed in the README of https://github.com/openai/consistency_models_cifar10 (a flax msgpack file; save it as `checkpoint`)",
+        ),
+        songunet(
+            "rf-cifar10",
+            Family::Rf,
+            "RectifiedFlow CIFAR-10 (gnobitab/RectifiedFlow), DDPM++ NCSNpp, 61.8M parameters",
+            WeightsKind::RectifiedFlowCheckpoint,
+            Parameterization::Velocity,
+            &["checkpoint.pth"],
+            "the CIFAR-10 rectified-flow checkpoint linked from https://github.com/gnobitab/RectifiedFlow (ImageGeneration README; a `checkpoint_*.pth`, save it as `checkpoint.pth`)",
+        ),
         ModelEntry {
             name: "ddpm-bedroom-256",
             family: Family::Ddpm,
@@ -127,6 +172,41 @@ pub fn entries() -> Vec<ModelEntry> {
             download: "https://huggingface.co/openai/diffusers-cd_bedroom256_lpips (unet/config.json and unet/diffusion_pytorch_model.safetensors)",
         },
     ]
+}
+
+/// A CIFAR-10 SongUNet-family checkpoint (3×32×32, no padding).
+fn songunet(
+    name: &'static str,
+    family: Family,
+    description: &'static str,
+    weights: WeightsKind,
+    parameterization: Parameterization,
+    files: &'static [&'static str],
+    download: &'static str,
+) -> ModelEntry {
+    ModelEntry {
+        name,
+        family,
+        description,
+        weights,
+        parameterization,
+        channels: 3,
+        size: 32,
+        pad: 0,
+        bundled_dir: None,
+        hf_repo: None,
+        files,
+        download,
+    }
+}
+
+/// The repository's `configs/<name>.json` (architecture configs of checkpoints that ship none).
+fn shipped_config(name: &str) -> Result<PathBuf> {
+    let rel = format!("configs/{name}.json");
+    [PathBuf::from(&rel), Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .with_context(|| format!("the architecture config {rel} of model '{name}' is missing from this installation"))
 }
 
 /// The model used when no `--model` is given.
@@ -262,6 +342,18 @@ pub fn load(name: &str, weights: Option<&Path>) -> Result<LoadedModel> {
             let cfg = crate::nn::unet2d::UNet2DConfig::from_file(&cfg_path)?;
             let model = UNet2DModel::load_files(&cfg, &wpath)?;
             (Box::new(model), wpath)
+        }
+        WeightsKind::EdmExport => {
+            let (cfg, w) = (dir.join(entry.files[0]), dir.join(entry.files[1]));
+            (Box::new(SongUNet::load_edm(&cfg, &w)?), w)
+        }
+        WeightsKind::RectifiedFlowCheckpoint => {
+            let w = dir.join(entry.files[0]);
+            (Box::new(SongUNet::load_rf(shipped_config(entry.name)?, &w, RfWeights::Ema)?), w)
+        }
+        WeightsKind::ConsistencyFlax => {
+            let w = dir.join(entry.files[0]);
+            (Box::new(SongUNet::load_cm(shipped_config(entry.name)?, &w)?), w)
         }
     };
     let denoiser: Box<dyn Denoiser> = match entry.parameterization {
