@@ -1,9 +1,14 @@
 //! Forward throughput of the full-size DDPM CIFAR-10 `UNet2DModel` (config and shapes from
 //! `../shared/fixtures/unet2d_ddpm_cifar10_32.keys.json`) on random weights, CPU f32.
 //!
-//! `cargo bench --bench unet_forward` prints images/s at batch 1 and 8 (median of
-//! `GDDCM_BENCH_ITERS` timed runs, default 5, after one warm-up). Compare with
-//! `tools/bench_torch.py` (PyTorch + diffusers, same shapes, 2 threads), run right after.
+//! `cargo bench --bench unet_forward` prints images/s at batch 1 and 8 (median and best of
+//! `GDDCM_BENCH_ITERS` timed runs, default 5, after one warm-up) and the process CPU time per
+//! forward (from /proc/self/stat; with one thread it is robust to other load on the machine).
+//! Compare with `tools/bench_torch.py` (PyTorch + diffusers, same shapes), run right after with
+//! the same thread count (`RAYON_NUM_THREADS` here, the script's argument there).
+//! `GDDCM_NN_CANDLE_OPS=1` times candle's built-in conv2d and a composite GroupNorm instead of
+//! the kernels of `gddcm::nn::ops`. Run it in the bench (release) profile: in the dev profile
+//! the `gemm` crate runs with debug assertions and is ~3× slower.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,6 +16,15 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use gddcm::family::Network;
 use gddcm::nn::{TensorStore, UNet2DConfig, UNet2DModel};
+
+/// utime + stime of this process in seconds (Linux), if available.
+fn cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
 
 fn main() {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/unet2d_ddpm_cifar10_32.keys.json");
@@ -31,25 +45,36 @@ fn main() {
     let store = TensorStore::new("random", tensors).unwrap();
     let net = UNet2DModel::from_store(&cfg, &store).unwrap();
     let iters: usize = std::env::var("GDDCM_BENCH_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    println!("candle UNet2DModel ddpm-cifar10-32 (35.7M params), threads={}", candle_core::utils::get_num_threads());
+    println!(
+        "candle UNet2DModel ddpm-cifar10-32 (35.7M params), threads={}, ops={}",
+        rayon::current_num_threads(),
+        if gddcm::nn::ops::use_candle_ops() { "candle built-in" } else { "gddcm::nn::ops" }
+    );
     for b in [1usize, 8] {
         let x = Tensor::randn(0f32, 1.0, (b, 3, 32, 32), &dev).unwrap();
         let t = Tensor::from_vec(vec![500f32; b], b, &dev).unwrap();
         net.forward(&x, &t).unwrap();
         let mut times = Vec::new();
+        let cpu0 = cpu_seconds();
         for _ in 0..iters {
             let t0 = Instant::now();
             let y = net.forward(&x, &t).unwrap();
             y.sum_all().unwrap().to_scalar::<f32>().unwrap();
             times.push(t0.elapsed().as_secs_f64());
         }
+        let cpu = match (cpu0, cpu_seconds()) {
+            (Some(a), Some(c)) => (c - a) / iters as f64,
+            _ => f64::NAN,
+        };
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let med = times[times.len() / 2];
         println!(
-            "batch {b}: median {:.1} ms/forward, {:.2} images/s (min {:.1} ms)",
+            "batch {b}: median {:.1} ms/forward, {:.2} images/s; best {:.1} ms, {:.2} images/s; cpu {:.0} ms/forward",
             med * 1e3,
             b as f64 / med,
-            times[0] * 1e3
+            times[0] * 1e3,
+            b as f64 / times[0],
+            cpu * 1e3
         );
     }
 }

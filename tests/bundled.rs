@@ -42,8 +42,12 @@ fn each_bundled_family_reconstructs_better_than_the_mean_image() {
         let files: Vec<_> = enc.files.iter().collect();
         let dec = codec::decode(&model, &files, &Device::Cpu, None).unwrap();
         assert_eq!(dec, enc.reconstructions, "{name}: decode differs from the encoder");
-        let got: f64 = imgs.iter().zip(&dec).map(|(a, b)| psnr(&u8img(a), &u8img(b)).unwrap()).sum::<f64>() / imgs.len() as f64;
+        let got: f64 =
+            imgs.iter().zip(&dec).map(|(a, b)| psnr(&u8img(a), &u8img(b)).unwrap()).sum::<f64>() / imgs.len() as f64;
         eprintln!("{name}: PSNR {got:.2} dB vs mean-image baseline {baseline:.2} dB");
-        assert!(got > baseline + 3.0, "{name}: PSNR {got:.2} dB does not beat the mean image ({baseline:.2} dB) by 3 dB");
+        assert!(
+            got > baseline + 3.0,
+            "{name}: PSNR {got:.2} dB does not beat the mean image ({baseline:.2} dB) by 3 dB"
+        );
     }
 }

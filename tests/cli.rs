@@ -5,11 +5,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn gddcm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gddcm")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("run gddcm")
+    Command::new(env!("CARGO_BIN_EXE_gddcm"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run gddcm")
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "gddcm failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "gddcm failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -45,7 +54,8 @@ fn roundtrip_decode_inspect_agree() {
     let stem = Path::new(&ex[0]).file_stem().unwrap().to_string_lossy().into_owned();
     let token = out_dir.join(format!("{stem}.gddcm"));
     // inspect --json shows the procedure and the 12 tokens.
-    let json: serde_json::Value = serde_json::from_str(&ok(&gddcm(&["inspect", "--json", &token.display().to_string()]))).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&gddcm(&["inspect", "--json", &token.display().to_string()]))).unwrap();
     assert_eq!(json["tokens"].as_array().unwrap().len(), 12);
     assert_eq!(json["procedure"]["k"], 16);
     // decode gives exactly the right half of the roundtrip's side-by-side image.
@@ -69,7 +79,11 @@ fn bad_inputs_give_clear_errors() {
     let ex = examples();
     let od = tmp.path().display().to_string();
     ok(&gddcm(&["encode", &ex[0], "-n", "4", "-k", "4", "--quiet", "-o", &od]));
-    let token: PathBuf = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "gddcm")).unwrap();
+    let token: PathBuf = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "gddcm"))
+        .unwrap();
     let bytes = std::fs::read(&token).unwrap();
     let cut = tmp.path().join("cut.gddcm");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();

@@ -200,6 +200,9 @@ fn find_params_ema<R: BufRead>(r: &mut R, depth: usize) -> std::io::Result<Optio
     for _ in 0..n {
         let key = match read_head(r)? {
             Head::Str(len) => {
+                if len > 1 << 20 {
+                    return Err(std::io::Error::other("map key longer than 1 MiB"));
+                }
                 let mut b = vec![0u8; len as usize];
                 r.read_exact(&mut b)?;
                 String::from_utf8_lossy(&b).into_owned()

@@ -8,9 +8,17 @@
 //! accurate as PyTorch's (NETWORKS.md §5).
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+/// Whether `GDDCM_NN_CANDLE_OPS=1` asks for candle's built-in conv2d and a composite
+/// GroupNorm instead of the kernels here (for A/B timing and debugging).
+pub fn use_candle_ops() -> bool {
+    static FLAG: OnceLock<bool> = OnceLock::new();
+    *FLAG.get_or_init(|| std::env::var("GDDCM_NN_CANDLE_OPS").is_ok_and(|v| v == "1"))
+}
 
 struct GroupNormOp<'a> {
     groups: usize,
@@ -90,7 +98,7 @@ pub fn group_norm(x: &Tensor, groups: usize, eps: f64, weight: &[f32], bias: &[f
             bias.len()
         );
     }
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && !use_candle_ops() {
         let op = GroupNormOp { groups, eps, weight, bias, silu };
         return x.contiguous()?.apply_op1_no_bwd(&op);
     }
@@ -136,96 +144,154 @@ struct Conv2dOp {
     stride: usize,
 }
 
+/// Shapes of one convolution.
+#[derive(Clone, Copy)]
+struct ConvDims {
+    ci: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    kh: usize,
+    kw: usize,
+    p: usize,
+    s: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl ConvDims {
+    fn n(&self) -> usize {
+        self.ho * self.wo
+    }
+    fn k(&self) -> usize {
+        self.ci * self.kh * self.kw
+    }
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.p == 0 && self.s == 1
+    }
+}
+
+/// Row `r` (input channel, tap y, tap x) of the im2col matrix of one image `x [I, H, W]`,
+/// written into `dst` (`ho·wo` values).
+fn im2col_row(x: &[f32], r: usize, dst: &mut [f32], d: &ConvDims) {
+    let (kh, kw, p, s, h, wd, ho, wo) = (d.kh, d.kw, d.p, d.s, d.h, d.w, d.ho, d.wo);
+    let c = r / (kh * kw);
+    let dy = (r / kw) % kh;
+    let dx = r % kw;
+    let src = &x[c * h * wd..(c + 1) * h * wd];
+    for oy in 0..ho {
+        let iy = (oy * s + dy) as isize - p as isize;
+        let drow = &mut dst[oy * wo..(oy + 1) * wo];
+        if iy < 0 || iy >= h as isize {
+            drow.fill(0.0);
+            continue;
+        }
+        let srow = &src[iy as usize * wd..(iy as usize + 1) * wd];
+        if s == 1 {
+            // ix = ox + dx − p: copy the valid span, zero the borders.
+            let lo = p.saturating_sub(dx).min(wo);
+            let hi = (wd + p).saturating_sub(dx).min(wo).max(lo);
+            drow[..lo].fill(0.0);
+            drow[hi..].fill(0.0);
+            if hi > lo {
+                let a = lo + dx - p;
+                drow[lo..hi].copy_from_slice(&srow[a..a + (hi - lo)]);
+            }
+        } else {
+            for (ox, v) in drow.iter_mut().enumerate() {
+                let ix = (ox * s + dx) as isize - p as isize;
+                *v = if ix < 0 || ix >= wd as isize { 0.0 } else { srow[ix as usize] };
+            }
+        }
+    }
+}
+
+/// `dst [m, n] (row stride n) += lhs [m, k] · rhs [k, n]`, all row-major.
+#[allow(clippy::too_many_arguments)]
+fn gemm_acc(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: &[f32], rhs: &[f32], par: gemm::Parallelism) {
+    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
+    // SAFETY: the slices hold the m×n, m×k and k×n row-major matrices checked above.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+fn with_col<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    COL.with(|col| {
+        let mut col = col.borrow_mut();
+        if col.len() < len {
+            col.resize(len, 0.0);
+        }
+        f(&mut col[..len])
+    })
+}
+
 impl Conv2dOp {
-    #[allow(clippy::too_many_arguments)]
-    fn one_image(
-        &self,
-        x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        out: &mut [f32],
-        dims: (usize, usize, usize, usize, usize, usize, usize),
-        par: gemm::Parallelism,
-    ) {
-        let (ci, h, wd, co, kh, kw, _) = dims;
-        let (p, s) = (self.padding, self.stride);
-        let ho = (h + 2 * p - kh) / s + 1;
-        let wo = (wd + 2 * p - kw) / s + 1;
-        let n = ho * wo;
-        let k = ci * kh * kw;
+    /// One image: `out [O, ho·wo]` = bias + W · im2col(x).
+    fn one_image(&self, x: &[f32], w: &[f32], b: &[f32], out: &mut [f32], d: &ConvDims, par: gemm::Parallelism) {
+        let (n, k) = (d.n(), d.k());
         for (o, row) in out.chunks_mut(n).enumerate() {
             row.fill(b[o]);
         }
-        let gemm_into = |rhs: &[f32], out: &mut [f32]| unsafe {
-            gemm::gemm(
-                co,
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                w.as_ptr(),
-                1,
-                k as isize,
-                rhs.as_ptr(),
-                1,
-                n as isize,
-                1.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                par,
-            )
-        };
-        if kh == 1 && kw == 1 && p == 0 && s == 1 {
-            gemm_into(x, out);
+        if d.is_pointwise() {
+            gemm_acc(d.co, n, k, out, w, x, par);
             return;
         }
-        COL.with(|col| {
-            let mut col = col.borrow_mut();
-            if col.len() < k * n {
-                col.resize(k * n, 0.0);
-            }
-            let col = &mut col[..k * n];
-            let fill = |(r, dst): (usize, &mut [f32])| {
-                let c = r / (kh * kw);
-                let dy = (r / kw) % kh;
-                let dx = r % kw;
-                let src = &x[c * h * wd..(c + 1) * h * wd];
-                for oy in 0..ho {
-                    let iy = (oy * s + dy) as isize - p as isize;
-                    let drow = &mut dst[oy * wo..(oy + 1) * wo];
-                    if iy < 0 || iy >= h as isize {
-                        drow.fill(0.0);
-                        continue;
-                    }
-                    let srow = &src[iy as usize * wd..(iy as usize + 1) * wd];
-                    if s == 1 {
-                        // ix = ox + dx − p: copy the valid span, zero the borders.
-                        let lo = p.saturating_sub(dx).min(wo);
-                        let hi = (wd + p).saturating_sub(dx).min(wo).max(lo);
-                        drow[..lo].fill(0.0);
-                        drow[hi..].fill(0.0);
-                        if hi > lo {
-                            let a = lo + dx - p;
-                            drow[lo..hi].copy_from_slice(&srow[a..a + (hi - lo)]);
-                        }
-                    } else {
-                        for (ox, d) in drow.iter_mut().enumerate() {
-                            let ix = (ox * s + dx) as isize - p as isize;
-                            *d = if ix < 0 || ix >= wd as isize { 0.0 } else { srow[ix as usize] };
-                        }
-                    }
-                }
-            };
+        with_col(k * n, |col| {
+            let fill = |(r, dst): (usize, &mut [f32])| im2col_row(x, r, dst, d);
             if matches!(par, gemm::Parallelism::None) {
                 col.chunks_mut(n).enumerate().for_each(fill);
             } else {
                 col.par_chunks_mut(n).enumerate().for_each(fill);
             }
-            gemm_into(col, out);
+            gemm_acc(d.co, n, k, out, w, col, par);
+        });
+    }
+
+    /// All images in one GEMM (`N = B·ho·wo`), for small feature maps where per-image GEMMs
+    /// would be too thin: `tmp [O, B·n]`, then scattered to `out [B, O, n]`.
+    fn batched(&self, x: &[f32], w: &[f32], b: &[f32], out: &mut [f32], bs: usize, d: &ConvDims) {
+        let (n, k, co) = (d.n(), d.k(), d.co);
+        let per_in = d.ci * d.h * d.w;
+        let threads = rayon::current_num_threads();
+        let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        let mut tmp = vec![0f32; co * bs * n];
+        for (o, row) in tmp.chunks_mut(bs * n).enumerate() {
+            row.fill(b[o]);
+        }
+        with_col(k * bs * n, |col| {
+            col.par_chunks_mut(bs * n).enumerate().for_each(|(r, row)| {
+                for (bi, seg) in row.chunks_mut(n).enumerate() {
+                    im2col_row(&x[bi * per_in..(bi + 1) * per_in], r, seg, d);
+                }
+            });
+            gemm_acc(co, bs * n, k, &mut tmp, w, col, par);
+        });
+        out.par_chunks_mut(co * n).enumerate().for_each(|(bi, ob)| {
+            for (o, orow) in ob.chunks_mut(n).enumerate() {
+                let start = o * bs * n + bi * n;
+                orow.copy_from_slice(&tmp[start..start + n]);
+            }
         });
     }
 }
@@ -258,19 +324,21 @@ impl CustomOp3 for Conv2dOp {
         }
         let ho = (h + 2 * p - kh) / s + 1;
         let wo = (wd + 2 * p - kw) / s + 1;
+        let d = ConvDims { ci, h, w: wd, co, kh, kw, p, s, ho, wo };
         let per_out = co * ho * wo;
         let per_in = ci * h * wd;
         let mut out = vec![0f32; bs * per_out];
-        let dims = (ci, h, wd, co, kh, kw, 0);
         let threads = rayon::current_num_threads();
-        if bs >= threads && threads > 1 {
+        if bs > 1 && d.n() <= 256 && !d.is_pointwise() {
+            self.batched(x, w, b, &mut out, bs, &d);
+        } else if bs >= threads && threads > 1 {
             out.par_chunks_mut(per_out)
                 .zip(x.par_chunks(per_in))
-                .for_each(|(o, xi)| self.one_image(xi, w, b, o, dims, gemm::Parallelism::None));
+                .for_each(|(o, xi)| self.one_image(xi, w, b, o, &d, gemm::Parallelism::None));
         } else {
             let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
             for (o, xi) in out.chunks_mut(per_out).zip(x.chunks(per_in)) {
-                self.one_image(xi, w, b, o, dims, par);
+                self.one_image(xi, w, b, o, &d, par);
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((bs, co, ho, wo))))
@@ -282,7 +350,7 @@ impl CustomOp3 for Conv2dOp {
 /// is im2col + one `gemm` call per image (images in parallel when the batch covers the
 /// threads); elsewhere candle's `conv2d`.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 && !use_candle_ops() {
         let op = Conv2dOp { padding, stride };
         return x.contiguous()?.apply_op3_no_bwd(&w.contiguous()?, &bias.contiguous()?, &op);
     }

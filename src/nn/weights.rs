@@ -267,13 +267,13 @@ impl TensorStore {
     /// Missing keys are fine.
     pub fn mark_used(&self, key: &str) {
         if self.tensors.contains_key(key) {
-            self.used.lock().unwrap().insert(key.to_string());
+            self.used.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string());
         }
     }
 
     /// Checks that every tensor of the file was consumed.
     pub fn finish(&self) -> LoadResult<()> {
-        let used = self.used.lock().unwrap();
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         let unused: Vec<String> = self.tensors.keys().filter(|k| !used.contains(*k)).cloned().collect();
         if unused.is_empty() {
             Ok(())
