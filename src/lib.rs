@@ -16,6 +16,7 @@
 //! - [`nn`]: network architectures (diffusers UNet2DModel, EDM SongUNet) and weight loading.
 //! - [`metrics`]: PSNR, SSIM, MS-SSIM, LPIPS, FID/IS and offline stand-ins.
 //! - [`data`], [`zoo`]: image IO and datasets; named models and their files.
+//! - [`search`]: the parameter search of SPEC 8 (`gddcm search`).
 
 pub mod codebook;
 pub mod codec;
@@ -28,5 +29,6 @@ pub mod metrics;
 pub mod nn;
 pub mod profile;
 pub mod schedule;
+pub mod search;
 pub mod tokenizer;
 pub mod zoo;
