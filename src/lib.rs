@@ -17,6 +17,7 @@
 //! - [`metrics`]: PSNR, SSIM, MS-SSIM, LPIPS, FID/IS and offline stand-ins.
 //! - [`data`], [`zoo`]: image IO and datasets; named models and their files.
 //! - [`search`]: the parameter search of SPEC 8 (`gddcm search`).
+//! - [`rd`]: rate–distortion sweeps over K × N and their plots (`gddcm rd`).
 
 pub mod codebook;
 pub mod codec;
@@ -28,6 +29,7 @@ pub mod marginal;
 pub mod metrics;
 pub mod nn;
 pub mod profile;
+pub mod rd;
 pub mod schedule;
 pub mod search;
 pub mod tokenizer;

@@ -148,6 +148,9 @@ enum Command {
     /// Search tokenizer parameters (SPEC 8) on a validation set from the training split; write
     /// the best as a profile and every trial as a JSON log.
     Search(SearchArgs),
+    /// Rate–distortion sweep over K × N at p = 0 (the model's profile) and p > 0 (SPEC 6, 9):
+    /// bpp against PSNR/SSIM/stand-ins, as JSON and a plot (PNG and SVG).
+    Rd(RdArgs),
 }
 
 #[derive(Args, Clone)]
@@ -674,6 +677,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         // ---- tools: search, rd, bench ----
         Command::Search(args) => run_search(args)?,
+        Command::Rd(args) => run_rd(args)?,
     }
     Ok(())
 }
@@ -834,5 +838,106 @@ fn run_search(args: SearchArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!("profile: {}\ntrial log: {}", args.output.display(), log_path.display());
+    Ok(())
+}
+
+#[derive(Args, Clone)]
+struct RdArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Codebook sizes K.
+    #[arg(short = 'k', long, value_delimiter = ',', default_values_t = [2u32, 16, 256, 4096])]
+    k: Vec<u32>,
+    /// Token counts N.
+    #[arg(short = 'n', long, value_delimiter = ',', default_values_t = [50u32, 100, 300])]
+    n: Vec<u32>,
+    /// Values of p: 0 uses the model's profile; p > 0 Algorithm 1 from the largest time.
+    #[arg(short = 'p', long, value_delimiter = ',', default_values_t = [0.0, 0.5])]
+    p: Vec<f64>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Metrics at each point.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Metric::Pixel, Metric::Classifier])]
+    metrics: Vec<Metric>,
+    /// Folder with the metric weight files (for lpips or fid).
+    #[arg(long)]
+    metric_weights: Option<PathBuf>,
+    /// Output prefix: PREFIX.json, PREFIX.svg, PREFIX.png.
+    #[arg(short, long, default_value = "rd")]
+    output: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+fn run_rd(args: RdArgs) -> Result<()> {
+    if let Some(p) = args.p.iter().find(|p| !(0.0..1.0).contains(*p)) {
+        bail!("every p must be in [0, 1), found {p}");
+    }
+    if let Some(k) = args.k.iter().find(|k| **k < 2) {
+        bail!("every K must be at least 2, found {k}");
+    }
+    if args.n.contains(&0) {
+        bail!("every N must be at least 1");
+    }
+    let model = load_model(&args.model)?;
+    let dev = device(&args.run.device)?;
+    let ds = args.data.load(model.entry.channels)?;
+    let opts = EvalOptions {
+        metrics: args.metrics.clone(),
+        batch: args.run.batch,
+        weights_dir: args.metric_weights.clone(),
+        classifier: None,
+        keep: None,
+    };
+    let with_ext = |e: &str| {
+        let mut s = args.output.clone().into_os_string();
+        s.push(format!(".{e}"));
+        PathBuf::from(s)
+    };
+    let (json, svg, png) = (with_ext("json"), with_ext("svg"), with_ext("png"));
+    let total = args.p.len() * args.k.len() * args.n.len();
+    let started = std::time::Instant::now();
+    println!(
+        "{:>5} {:>6} {:>5} {:>8} {:>8} {:>7} {:>9} {:>8}",
+        "p", "K", "N", "bpp", "PSNR", "SSIM", "clf-FD", "enc im/s"
+    );
+    let sweep = gddcm::rd::sweep(&model, &args.p, &args.k, &args.n, &ds, &opts, &dev, |sw| {
+        let pt = sw.points.last().expect("a point");
+        let r = &pt.report;
+        let f = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "—".into());
+        println!(
+            "{:>5} {:>6} {:>5} {:>8.4} {:>8} {:>7} {:>9} {:>8.2}   [{}/{total}, {:.0} s]",
+            pt.p,
+            pt.k,
+            pt.n,
+            r.bpp,
+            f(r.psnr, 2),
+            f(r.ssim, 4),
+            f(r.classifier_fd, 2),
+            r.encode_images_per_s,
+            sw.points.len(),
+            started.elapsed().as_secs_f64()
+        );
+        // Checkpoint: an interrupted sweep keeps its points.
+        if let Err(e) = serde_json::to_value(sw).map_err(anyhow::Error::from).and_then(|v| write_json(&json, &v)) {
+            eprintln!("warning: cannot write {}: {e:#}", json.display());
+        }
+    })?;
+    write_json(&json, &serde_json::to_value(&sweep)?)?;
+    let text = gddcm::rd::plot(&sweep, &svg, &png)?;
+    println!(
+        "{} points of {} on {} images ({} {:?}) in {:.0} s; p = 0 settings: {}",
+        sweep.points.len(),
+        sweep.model,
+        sweep.images,
+        args.data.data,
+        args.data.split,
+        started.elapsed().as_secs_f64(),
+        sweep.p0_settings
+    );
+    println!("{}\n{}\n{}", json.display(), svg.display(), png.display());
+    if !text {
+        println!("(no TrueType font found: the PNG has no text; the SVG has the labels; set GDDCM_FONT=FILE.ttf)");
+    }
     Ok(())
 }
