@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Result, Tensor};
 use indicatif::ProgressBar;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::codebook::{Codebooks, STREAM_CODEBOOK, STREAM_INIT};
@@ -421,8 +422,20 @@ impl<'a> Tokenizer<'a> {
         let cb = self.codebooks();
         let d = self.dim();
         let mut data = vec![0.0f32; idx.len() * d];
-        for (chunk, &j) in data.chunks_mut(d).zip(idx) {
-            cb.entry_into(stream, i, j, chunk);
+        // Each distinct entry is generated once (with K below the batch size, or the I1/I2
+        // noise, images share entries), in parallel; the values are the same either way.
+        let mut uniq = idx.to_vec();
+        uniq.sort_unstable();
+        uniq.dedup();
+        if uniq.len() < idx.len() {
+            let mut gen = vec![0.0f32; uniq.len() * d];
+            gen.par_chunks_mut(d).zip(&uniq).for_each(|(chunk, &j)| cb.entry_into(stream, i, j, chunk));
+            for (chunk, j) in data.chunks_mut(d).zip(idx) {
+                let u = uniq.binary_search(j).expect("index among the distinct ones");
+                chunk.copy_from_slice(&gen[u * d..(u + 1) * d]);
+            }
+        } else {
+            data.par_chunks_mut(d).zip(idx).for_each(|(chunk, &j)| cb.entry_into(stream, i, j, chunk));
         }
         let (c, h, w) = self.shape;
         Tensor::from_vec(data, (idx.len(), c, h, w), dev)
