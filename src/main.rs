@@ -759,6 +759,9 @@ fn run_search(args: SearchArgs) -> Result<()> {
     } else {
         gddcm::data::image_folder(Path::new(&args.data), model.entry.channels, args.val)?
     };
+    if data.images.is_empty() {
+        bail!("the validation set is empty (--val {})", args.val);
+    }
     let (c, size, _) = model.shape();
     let (metric, note) = match args.objective {
         Some(m) => (m, format!("{m:?} (requested)")),

@@ -26,22 +26,30 @@ use crate::zoo::LoadedModel;
 /// One point of the sweep: a `(p, K, N)` and its evaluation.
 #[derive(Debug, Clone, Serialize)]
 pub struct RdPoint {
+    /// p of the step (0: Algorithm 2, SPEC 2.7; else Algorithm 1, SPEC 2.5).
     pub p: f64,
+    /// Codebook size K (SPEC 6: ⌈log2 K⌉ bits per token).
     pub k: u32,
+    /// Tokens N.
     pub n: u32,
     /// The settings evaluated (profile or defaults with K, N, p set).
     pub settings: Settings,
+    /// The evaluation (SPEC 9 protocol) at this point.
     pub report: EvalReport,
 }
 
 /// A whole sweep of one model.
 #[derive(Debug, Clone, Serialize)]
 pub struct RdSweep {
+    /// The model's name.
     pub model: String,
+    /// Its family.
     pub family: String,
+    /// Images evaluated at every point.
     pub images: usize,
     /// Where the p = 0 settings came from: `"profile"` (shipped `profile.json`) or `"defaults"`.
     pub p0_settings: String,
+    /// The points, in order p, then N, then K.
     pub points: Vec<RdPoint>,
 }
 

@@ -98,7 +98,9 @@ pub fn log_grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 /// recommendations, the paper gives none).
 #[derive(Debug, Clone)]
 pub struct SearchSpace {
+    /// The model's family (selects the ranges of SPEC 8's table).
     pub family: Family,
+    /// Its marginal (SPEC 1): validates configurations and gives the largest time.
     pub marginal: Marginal,
     /// `false`: Algorithm 2 (p = 0); `true`: Algorithm 1 with p from [`SearchSpace::p_values`].
     pub stochastic: bool,
@@ -409,10 +411,13 @@ pub enum Phase {
 /// One scored configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Trial {
+    /// Position in the search, from 0 (the base settings).
     pub index: usize,
+    /// Which phase proposed it.
     pub phase: Phase,
     /// The coordinate varied (refinement only).
     pub coordinate: Option<Coordinate>,
+    /// The configuration scored (K and N as given, SPEC 8).
     pub settings: Settings,
     /// The objective (lower is better); `None` if the configuration failed.
     pub score: Option<f64>,
@@ -423,10 +428,13 @@ pub struct Trial {
 /// The outcome of a search.
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchResult {
+    /// The best configuration found (a profile, SPEC 8 "the winner becomes the decoder's profile").
     pub best: Settings,
+    /// Its objective.
     pub best_score: f64,
     /// The score of the starting settings, if they were valid.
     pub base_score: Option<f64>,
+    /// Every trial in order, failed ones included.
     pub trials: Vec<Trial>,
 }
 
