@@ -146,10 +146,15 @@ impl SearchSpace {
         }
     }
 
-    /// Whether the mixing mode is searched (RF and DDPM; for EDM and CM, `s ≡ 1` and the two
-    /// coincide, SPEC 2.2).
+    /// Whether the mixing mode is searched (SPEC 8: RF and DDPM). Not for EDM and CM, where
+    /// `s ≡ 1` and the two coincide (SPEC 2.2), nor for DDPM with p > 0, whose step is eq. 11
+    /// (SPEC 2.3) and does not mix.
     pub fn searches_mixing(&self) -> bool {
-        matches!(self.family, Family::Rf | Family::Ddpm)
+        match self.family {
+            Family::Rf => true,
+            Family::Ddpm => !self.stochastic,
+            Family::Edm | Family::Cm => false,
+        }
     }
 
     /// A random configuration: `base` with every searched coordinate drawn from the space.
