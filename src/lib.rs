@@ -16,6 +16,8 @@
 //! - [`nn`]: network architectures (diffusers UNet2DModel, EDM SongUNet) and weight loading.
 //! - [`metrics`]: PSNR, SSIM, MS-SSIM, LPIPS, FID/IS and offline stand-ins.
 //! - [`data`], [`zoo`]: image IO and datasets; named models and their files.
+//! - [`search`]: the parameter search of SPEC 8 (`gddcm search`).
+//! - [`rd`]: rate–distortion sweeps over K × N and their plots (`gddcm rd`).
 
 pub mod codebook;
 pub mod codec;
@@ -27,6 +29,8 @@ pub mod marginal;
 pub mod metrics;
 pub mod nn;
 pub mod profile;
+pub mod rd;
 pub mod schedule;
+pub mod search;
 pub mod tokenizer;
 pub mod zoo;

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
@@ -144,6 +145,16 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    // ---- tools: search, rd, bench (issues 5 and 6) ----
+    /// Search tokenizer parameters (SPEC 8) on a validation set from the training split; write
+    /// the best as a profile and every trial as a JSON log.
+    Search(SearchArgs),
+    /// Rate–distortion sweep over K × N at p = 0 (the model's profile) and p > 0 (SPEC 6, 9):
+    /// bpp against PSNR/SSIM/stand-ins, as JSON and a plot (PNG and SVG).
+    Rd(RdArgs),
+    /// End-to-end speed (issue 6): encode and decode images per second for each model at N
+    /// tokens and each batch size, with the time split between network, codebook and the rest.
+    Bench(BenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -668,10 +679,455 @@ fn run(cli: Cli) -> Result<()> {
             grid.save_png(&output)?;
             println!("{} ({} samples of {})", output.display(), n, model.entry.name);
         }
+        // ---- tools: search, rd, bench ----
+        Command::Search(args) => run_search(args)?,
+        Command::Rd(args) => run_rd(args)?,
+        Command::Bench(args) => run_bench(args)?,
     }
     Ok(())
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
+}
+
+// ---- tools: search, rd, bench (issues 5 and 6) ----
+
+#[derive(Args, Clone)]
+struct SearchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Validation images: the first VAL images of the training split (SPEC 8; never the test set).
+    #[arg(long, default_value_t = 128)]
+    val: usize,
+    /// `fmnist` (its training split), or a folder of validation images (taken as they are).
+    #[arg(long, default_value = "fmnist")]
+    data: String,
+    /// Random configurations (SPEC 8: about 200).
+    #[arg(long, default_value_t = 200)]
+    trials: usize,
+    /// Rounds of coordinate refinement after the random phase.
+    #[arg(long, default_value_t = 1)]
+    refine: usize,
+    /// Codebook size K (fixed during the search).
+    #[arg(short = 'k', long, default_value_t = 256)]
+    k: u32,
+    /// Tokens N (fixed during the search).
+    #[arg(short = 'n', long, default_value_t = 300)]
+    n: u32,
+    /// 0 searches Algorithm 2's space; p > 0 Algorithm 1's, with p among 0.1, 0.25, 0.5, 0.75, 0.9
+    /// (starting from this p) unless --fix-p.
+    #[arg(short = 'p', long, default_value_t = 0.0)]
+    p: f64,
+    /// Keep p fixed at --p (Algorithm 1 only).
+    #[arg(long)]
+    fix_p: bool,
+    /// Seed of the configuration sampler.
+    #[arg(long, default_value_t = 0x5EA4_C400)]
+    search_seed: u64,
+    /// What to minimise (auto: LPIPS if its weights are present, else an offline stand-in).
+    #[arg(long, value_enum)]
+    objective: Option<gddcm::search::ObjectiveMetric>,
+    /// Folder with the LPIPS weight files (alexnet-owt-7be5be79.pth, lpips alex.pth).
+    #[arg(long)]
+    metric_weights: Option<PathBuf>,
+    /// The best settings, as a profile file.
+    #[arg(short, long, default_value = "profile.json")]
+    output: PathBuf,
+    /// The log of every trial (default: beside the profile, `<name>.trials.json`).
+    #[arg(long)]
+    log: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+fn run_search(args: SearchArgs) -> Result<()> {
+    use gddcm::search::{random_then_coordinate, ObjectiveMetric, SearchOptions, SearchSpace};
+    if !(0.0..1.0).contains(&args.p) {
+        bail!("--p must be in [0, 1), found {}", args.p);
+    }
+    if args.fix_p && args.p == 0.0 {
+        bail!("--fix-p needs a p > 0 (p = 0 is always fixed)");
+    }
+    if args.trials == 0 && args.refine == 0 {
+        bail!("nothing to do: --trials 0 and --refine 0");
+    }
+    let model = load_model(&args.model)?;
+    let dev = device(&args.run.device)?;
+    let data = if args.data == "fmnist" {
+        gddcm::data::fashion_mnist(Path::new(gddcm::data::FASHION_MNIST_DIR), Split::Val, args.val)?
+    } else {
+        gddcm::data::image_folder(Path::new(&args.data), model.entry.channels, args.val)?
+    };
+    if data.images.is_empty() {
+        bail!("the validation set is empty (--val {})", args.val);
+    }
+    let (c, size, _) = model.shape();
+    let (metric, note) = match args.objective {
+        Some(m) => (m, format!("{m:?} (requested)")),
+        None => ObjectiveMetric::auto(args.metric_weights.as_deref(), None, c, size),
+    };
+    eprintln!("objective: {note}; {} validation images ({} {:?})", data.images.len(), args.data, Split::Val);
+    let family = model.entry.family;
+    let marginal = model.denoiser.marginal().clone();
+    let mut space =
+        if args.p > 0.0 { SearchSpace::stochastic(family, marginal) } else { SearchSpace::p_zero(family, marginal) };
+    if args.fix_p {
+        space.p_values = vec![args.p];
+    }
+    let mut base = model.profile()?.unwrap_or_default();
+    if (base.p > 0.0) != (args.p > 0.0) {
+        // The profile is for the other algorithm: its times mean something else.
+        (base.t_start, base.t_end, base.grid_rho) = (None, None, None);
+    }
+    (base.k, base.n, base.p) = (args.k, args.n, args.p);
+    let opts = EvalOptions {
+        metrics: vec![],
+        batch: args.run.batch,
+        weights_dir: args.metric_weights.clone(),
+        classifier: None,
+        keep: None,
+    };
+    let sopts = SearchOptions { trials: args.trials, refine_rounds: args.refine, seed: args.search_seed };
+    let log_path = args.log.clone().unwrap_or_else(|| args.output.with_extension("trials.json"));
+    let header = serde_json::json!({
+        "model": model.entry.name,
+        "family": family.to_string(),
+        "weights_sha256": model.weights_sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "objective": metric,
+        "objective_note": note,
+        "validation": { "data": args.data, "split": "val (training split)", "images": data.images.len() },
+        "k": args.k, "n": args.n, "p_mode": if args.p > 0.0 { "alg1" } else { "alg2" },
+        "search_seed": args.search_seed, "random_trials": args.trials, "refine_rounds": args.refine,
+    });
+    let started = std::time::Instant::now();
+    let mut log: Vec<serde_json::Value> = Vec::new();
+    let total = 1 + args.trials;
+    let objective = |s: &Settings| -> Result<f64> {
+        let cfg = s.to_config(family, model.denoiser.marginal())?;
+        gddcm::search::score_images(&model, &cfg, &data, metric, &opts, &dev)
+    };
+    let result = random_then_coordinate(&base, &space, &sopts, objective, |t, best| {
+        let score = t.score.map(|v| format!("{v:.5}")).unwrap_or_else(|| "failed".into());
+        let best = best.map(|v| format!("{v:.5}")).unwrap_or_else(|| "—".into());
+        let of = if t.index < total { format!("/{total}") } else { String::new() };
+        if !args.run.quiet {
+            eprintln!(
+                "trial {}{of} {:?}{} score {score} (best {best}) [{:.0} s]{}",
+                t.index,
+                t.phase,
+                t.coordinate.map(|c| format!(" {c:?}")).unwrap_or_default(),
+                started.elapsed().as_secs_f64(),
+                t.error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default()
+            );
+        }
+        log.push(serde_json::to_value(t).unwrap_or_default());
+        // Checkpoint the log after every trial: a long search interrupted keeps its trials.
+        let mut v = header.clone();
+        v["trials"] = serde_json::Value::Array(log.clone());
+        if let Err(e) = write_json(&log_path, &v) {
+            eprintln!("warning: cannot write the trial log: {e:#}");
+        }
+    })?;
+    write_json(&args.output, &serde_json::to_value(&result.best)?)?;
+    let mut v = header;
+    v["trials"] = serde_json::to_value(&result.trials)?;
+    v["best"] = serde_json::to_value(&result.best)?;
+    v["best_score"] = result.best_score.into();
+    v["base_score"] = result.base_score.into();
+    v["seconds"] = started.elapsed().as_secs_f64().into();
+    write_json(&log_path, &v)?;
+    println!(
+        "best {} = {:.5} (starting settings: {}) after {} trials in {:.0} s",
+        serde_json::to_string(&metric)?.trim_matches('"'),
+        result.best_score,
+        result.base_score.map(|v| format!("{v:.5}")).unwrap_or_else(|| "invalid".into()),
+        result.trials.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("profile: {}\ntrial log: {}", args.output.display(), log_path.display());
+    Ok(())
+}
+
+#[derive(Args, Clone)]
+struct RdArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Codebook sizes K.
+    #[arg(short = 'k', long, value_delimiter = ',', default_values_t = [2u32, 16, 256, 4096])]
+    k: Vec<u32>,
+    /// Token counts N.
+    #[arg(short = 'n', long, value_delimiter = ',', default_values_t = [50u32, 100, 300])]
+    n: Vec<u32>,
+    /// Values of p: 0 uses the model's profile; p > 0 Algorithm 1 from the largest time.
+    #[arg(short = 'p', long, value_delimiter = ',', default_values_t = [0.0, 0.5])]
+    p: Vec<f64>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Metrics at each point.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Metric::Pixel, Metric::Classifier])]
+    metrics: Vec<Metric>,
+    /// Folder with the metric weight files (for lpips or fid).
+    #[arg(long)]
+    metric_weights: Option<PathBuf>,
+    /// Output prefix: PREFIX.json, PREFIX.svg, PREFIX.png.
+    #[arg(short, long, default_value = "rd")]
+    output: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+fn run_rd(args: RdArgs) -> Result<()> {
+    if let Some(p) = args.p.iter().find(|p| !(0.0..1.0).contains(*p)) {
+        bail!("every p must be in [0, 1), found {p}");
+    }
+    if let Some(k) = args.k.iter().find(|k| **k < 2) {
+        bail!("every K must be at least 2, found {k}");
+    }
+    if args.n.contains(&0) {
+        bail!("every N must be at least 1");
+    }
+    let model = load_model(&args.model)?;
+    let dev = device(&args.run.device)?;
+    let ds = args.data.load(model.entry.channels)?;
+    let opts = EvalOptions {
+        metrics: args.metrics.clone(),
+        batch: args.run.batch,
+        weights_dir: args.metric_weights.clone(),
+        classifier: None,
+        keep: None,
+    };
+    let with_ext = |e: &str| {
+        let mut s = args.output.clone().into_os_string();
+        s.push(format!(".{e}"));
+        PathBuf::from(s)
+    };
+    let (json, svg, png) = (with_ext("json"), with_ext("svg"), with_ext("png"));
+    let total = args.p.len() * args.k.len() * args.n.len();
+    let started = std::time::Instant::now();
+    println!(
+        "{:>5} {:>6} {:>5} {:>8} {:>8} {:>7} {:>9} {:>8}",
+        "p", "K", "N", "bpp", "PSNR", "SSIM", "clf-FD", "enc im/s"
+    );
+    let sweep = gddcm::rd::sweep(&model, &args.p, &args.k, &args.n, &ds, &opts, &dev, |sw| {
+        let pt = sw.points.last().expect("a point");
+        let r = &pt.report;
+        let f = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "—".into());
+        println!(
+            "{:>5} {:>6} {:>5} {:>8.4} {:>8} {:>7} {:>9} {:>8.2}   [{}/{total}, {:.0} s]",
+            pt.p,
+            pt.k,
+            pt.n,
+            r.bpp,
+            f(r.psnr, 2),
+            f(r.ssim, 4),
+            f(r.classifier_fd, 2),
+            r.encode_images_per_s,
+            sw.points.len(),
+            started.elapsed().as_secs_f64()
+        );
+        // Checkpoint: an interrupted sweep keeps its points.
+        if let Err(e) = serde_json::to_value(sw).map_err(anyhow::Error::from).and_then(|v| write_json(&json, &v)) {
+            eprintln!("warning: cannot write {}: {e:#}", json.display());
+        }
+    })?;
+    write_json(&json, &serde_json::to_value(&sweep)?)?;
+    let text = gddcm::rd::plot(&sweep, &svg, &png)?;
+    println!(
+        "{} points of {} on {} images ({} {:?}) in {:.0} s; p = 0 settings: {}",
+        sweep.points.len(),
+        sweep.model,
+        sweep.images,
+        args.data.data,
+        args.data.split,
+        started.elapsed().as_secs_f64(),
+        sweep.p0_settings
+    );
+    println!("{}\n{}\n{}", json.display(), svg.display(), png.display());
+    if !text {
+        println!("(no TrueType font found: the PNG has no text; the SVG has the labels; set GDDCM_FONT=FILE.ttf)");
+    }
+    Ok(())
+}
+
+#[derive(Args, Clone)]
+struct BenchArgs {
+    /// Models to time (default: the bundled models whose weights are present).
+    #[arg(short, long = "model", value_delimiter = ',')]
+    models: Vec<String>,
+    /// Weights folder or file, used for every model given (e.g. one test network).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Tokens N.
+    #[arg(short = 'n', long, default_value_t = 300)]
+    n: u32,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 64])]
+    batch: Vec<usize>,
+    /// Codebook size K (default: the model's profile, else 256).
+    #[arg(short = 'k', long)]
+    k: Option<u32>,
+    /// p (default: the model's profile, else 0).
+    #[arg(short = 'p', long)]
+    p: Option<f64>,
+    /// Write the rows as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Compute device.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// One row of `gddcm bench`: one model, one batch size.
+#[derive(serde::Serialize)]
+struct BenchRow {
+    model: String,
+    family: String,
+    batch: usize,
+    k: u32,
+    n: u64,
+    p: f64,
+    nfe_per_batch: u64,
+    /// "fmnist test" or "random" images.
+    images: &'static str,
+    encode_s: f64,
+    encode_images_per_s: f64,
+    encode_network_s: f64,
+    encode_codebook_s: f64,
+    encode_rest_s: f64,
+    decode_s: f64,
+    decode_images_per_s: f64,
+    decode_network_s: f64,
+    decode_codebook_s: f64,
+    decode_rest_s: f64,
+    decode_matches_encoder: bool,
+}
+
+/// `b` images in the model's input range: Fashion-MNIST test images if present and sized for
+/// the model, else seeded uniform noise in [−1, 1].
+fn bench_images(model: &LoadedModel, b: usize, dev: &Device) -> Result<(candle_core::Tensor, &'static str)> {
+    let (c, s, _) = model.shape();
+    if let Ok(ds) = gddcm::data::fashion_mnist(Path::new(gddcm::data::FASHION_MNIST_DIR), Split::Test, b) {
+        let (h, w) = (ds.images[0].height, ds.images[0].width);
+        if c == 1 && ds.images.len() == b {
+            if let Ok(pad) = codec::padding_for(model, h, w) {
+                let data: Vec<f32> = ds.images.iter().flat_map(|i| i.to_model(pad, codec::PAD_VALUE)).collect();
+                return Ok((candle_core::Tensor::from_vec(data, (b, c, s, s), dev)?, "fmnist test"));
+            }
+        }
+    }
+    let cb = gddcm::codebook::Codebooks::new(0xBE4C, c * s * s);
+    let data: Vec<f32> = (0..b as u32).flat_map(|j| cb.entry(3, 0, j)).map(|v| (v * 0.5).clamp(-1.0, 1.0)).collect();
+    Ok((candle_core::Tensor::from_vec(data, (b, c, s, s), dev)?, "random"))
+}
+
+fn run_bench(args: BenchArgs) -> Result<()> {
+    use gddcm::tokenizer::Timings;
+    use std::sync::Arc;
+    use std::time::Instant;
+    if args.batch.is_empty() || args.batch.contains(&0) {
+        bail!("batch sizes must be at least 1");
+    }
+    if args.n == 0 {
+        bail!("N must be at least 1");
+    }
+    let names: Vec<String> = if args.models.is_empty() {
+        let present: Vec<String> = zoo::entries()
+            .iter()
+            .filter(|e| e.bundled_dir.is_some() && e.available(args.weights.as_deref()))
+            .map(|e| e.name.to_string())
+            .collect();
+        if present.is_empty() {
+            bail!("no bundled model weights found; name models with --model (and --weights)");
+        }
+        present
+    } else {
+        args.models.clone()
+    };
+    let dev = device(&args.device)?;
+    let mut rows = Vec::new();
+    println!(
+        "{:<14} {:>5} {:>5} {:>5} {:>4} | {:>9} {:>6} {:>6} {:>6} | {:>9} {:>6} {:>6} {:>6}",
+        "model", "batch", "K", "N", "p", "enc im/s", "net%", "cb%", "rest%", "dec im/s", "net%", "cb%", "rest%"
+    );
+    for name in &names {
+        let model = zoo::load(name, args.weights.as_deref())?;
+        let mut s = model.profile()?.unwrap_or_default();
+        s.n = args.n;
+        if let Some(k) = args.k {
+            s.k = k;
+        }
+        if let Some(p) = args.p {
+            if (p > 0.0) != (s.p > 0.0) {
+                (s.t_start, s.t_end, s.grid_rho) = (None, None, None);
+            }
+            s.p = p;
+        }
+        let cfg = s.to_config(model.entry.family, model.denoiser.marginal())?;
+        for &b in &args.batch {
+            let (x, images) = bench_images(&model, b, &dev)?;
+            let timings = Arc::new(Timings::default());
+            let mut tok = Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape());
+            tok.timings = Some(timings.clone());
+            let t0 = Instant::now();
+            let enc = tok.encode(&x)?;
+            let encode_s = t0.elapsed().as_secs_f64();
+            let (enc_net, enc_cb, nfe) =
+                (timings.network_s(), timings.codebook_s(), timings.nfe.load(Ordering::Relaxed));
+            timings.reset();
+            let t1 = Instant::now();
+            let dec = tok.decode(&enc.tokens, &dev)?;
+            let decode_s = t1.elapsed().as_secs_f64();
+            let (dec_net, dec_cb) = (timings.network_s(), timings.codebook_s());
+            let same = (&dec - &enc.reconstruction)?.abs()?.max_all()?.to_scalar::<f32>()? == 0.0;
+            let row = BenchRow {
+                model: name.clone(),
+                family: model.entry.family.to_string(),
+                batch: b,
+                k: cfg.k,
+                n: cfg.algorithm.tokens(),
+                p: cfg.algorithm.p(),
+                nfe_per_batch: nfe,
+                images,
+                encode_s,
+                encode_images_per_s: b as f64 / encode_s,
+                encode_network_s: enc_net,
+                encode_codebook_s: enc_cb,
+                encode_rest_s: (encode_s - enc_net - enc_cb).max(0.0),
+                decode_s,
+                decode_images_per_s: b as f64 / decode_s,
+                decode_network_s: dec_net,
+                decode_codebook_s: dec_cb,
+                decode_rest_s: (decode_s - dec_net - dec_cb).max(0.0),
+                decode_matches_encoder: same,
+            };
+            let pc = |v: f64, t: f64| 100.0 * v / t;
+            println!(
+                "{:<14} {:>5} {:>5} {:>5} {:>4} | {:>9.3} {:>6.1} {:>6.1} {:>6.1} | {:>9.3} {:>6.1} {:>6.1} {:>6.1}",
+                row.model,
+                b,
+                row.k,
+                row.n,
+                row.p,
+                row.encode_images_per_s,
+                pc(enc_net, encode_s),
+                pc(enc_cb, encode_s),
+                pc(row.encode_rest_s, encode_s),
+                row.decode_images_per_s,
+                pc(dec_net, decode_s),
+                pc(dec_cb, decode_s),
+                pc(row.decode_rest_s, decode_s)
+            );
+            if !same {
+                eprintln!("warning: {name} batch {b}: the decode differs from the encoder's reconstruction");
+            }
+            rows.push(row);
+        }
+    }
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
+    println!("({} on {} threads; images: {})", args.device, threads, rows.first().map(|r| r.images).unwrap_or("-"));
+    if let Some(path) = &args.json {
+        write_json(path, &serde_json::json!({ "device": args.device, "threads": threads, "rows": rows }))?;
+    }
+    Ok(())
 }

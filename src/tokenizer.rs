@@ -5,8 +5,13 @@
 //! obtained ([`Chooser`]): the encoder takes `argmax_j <C_i[j], x_tgt − x0h>` (eq. 14), the
 //! decoder reads it from the stream. Both then generate the chosen codewords and step.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
 use candle_core::{DType, Result, Tensor};
 use indicatif::ProgressBar;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::codebook::{Codebooks, STREAM_CODEBOOK, STREAM_INIT};
@@ -190,6 +195,43 @@ impl Chooser for Decoder<'_> {
     }
 }
 
+/// Where a tokenizer's time goes (issue 6, `gddcm bench`): nanoseconds in network
+/// evaluations and in codebook work (SPEC 5: residuals, generating and scoring the `K`
+/// entries, generating the chosen ones), summed over calls. Shared and atomic, so one
+/// `Timings` can collect several runs.
+#[derive(Debug, Default)]
+pub struct Timings {
+    /// Time inside `Denoiser::predict` (the NFEs).
+    pub network_ns: AtomicU64,
+    /// Time choosing and generating codewords (and the I3 initial point's).
+    pub codebook_ns: AtomicU64,
+    /// Network evaluations.
+    pub nfe: AtomicU64,
+}
+
+impl Timings {
+    /// Seconds in the network.
+    pub fn network_s(&self) -> f64 {
+        self.network_ns.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+
+    /// Seconds in codebook work.
+    pub fn codebook_s(&self) -> f64 {
+        self.codebook_ns.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+
+    /// Clears the counters.
+    pub fn reset(&self) {
+        self.network_ns.store(0, Ordering::Relaxed);
+        self.codebook_ns.store(0, Ordering::Relaxed);
+        self.nfe.store(0, Ordering::Relaxed);
+    }
+
+    fn add(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
 /// A tokenizer: a denoiser, a configuration and the image shape `[C, H, W]`.
 pub struct Tokenizer<'a> {
     pub denoiser: &'a dyn Denoiser,
@@ -197,11 +239,23 @@ pub struct Tokenizer<'a> {
     pub shape: (usize, usize, usize),
     /// Ticks once per network evaluation, if given.
     pub progress: Option<ProgressBar>,
+    /// Collects where the time goes, if given (costs two clock reads per step).
+    pub timings: Option<Arc<Timings>>,
 }
 
 impl<'a> Tokenizer<'a> {
     pub fn new(denoiser: &'a dyn Denoiser, config: &'a Config, shape: (usize, usize, usize)) -> Self {
-        Self { denoiser, config, shape, progress: None }
+        Self { denoiser, config, shape, progress: None, timings: None }
+    }
+
+    /// Runs `f`, adding its duration to the codebook counter if timings are on.
+    fn codebook_work<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let t0 = Instant::now();
+        let r = f();
+        if let Some(t) = &self.timings {
+            Timings::add(&t.codebook_ns, t0);
+        }
+        r
     }
 
     fn dim(&self) -> usize {
@@ -344,7 +398,12 @@ impl<'a> Tokenizer<'a> {
     }
 
     fn predict(&self, x: &Tensor, t: f64) -> Result<crate::family::Prediction> {
+        let t0 = Instant::now();
         let pred = self.denoiser.predict(x, t)?;
+        if let Some(tm) = &self.timings {
+            Timings::add(&tm.network_ns, t0);
+            tm.nfe.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(pb) = &self.progress {
             pb.inc(1);
         }
@@ -353,16 +412,30 @@ impl<'a> Tokenizer<'a> {
 
     /// Chooses (or reads) the indices of token `i` and generates their codewords.
     fn codewords(&self, ch: &mut dyn Chooser, i: u32, x0h: &Tensor) -> Result<Tensor> {
-        let idx = ch.choose(STREAM_CODEBOOK, i, self.config.k, x0h)?;
-        self.entries(STREAM_CODEBOOK, i, &idx, x0h.device())
+        self.codebook_work(|| {
+            let idx = ch.choose(STREAM_CODEBOOK, i, self.config.k, x0h)?;
+            self.entries(STREAM_CODEBOOK, i, &idx, x0h.device())
+        })
     }
 
     fn entries(&self, stream: u32, i: u32, idx: &[u32], dev: &candle_core::Device) -> Result<Tensor> {
         let cb = self.codebooks();
         let d = self.dim();
         let mut data = vec![0.0f32; idx.len() * d];
-        for (chunk, &j) in data.chunks_mut(d).zip(idx) {
-            cb.entry_into(stream, i, j, chunk);
+        // Each distinct entry is generated once (with K below the batch size, or the I1/I2
+        // noise, images share entries), in parallel; the values are the same either way.
+        let mut uniq = idx.to_vec();
+        uniq.sort_unstable();
+        uniq.dedup();
+        if uniq.len() < idx.len() {
+            let mut gen = vec![0.0f32; uniq.len() * d];
+            gen.par_chunks_mut(d).zip(&uniq).for_each(|(chunk, &j)| cb.entry_into(stream, i, j, chunk));
+            for (chunk, j) in data.chunks_mut(d).zip(idx) {
+                let u = uniq.binary_search(j).expect("index among the distinct ones");
+                chunk.copy_from_slice(&gen[u * d..(u + 1) * d]);
+            }
+        } else {
+            data.par_chunks_mut(d).zip(idx).for_each(|(chunk, &j)| cb.entry_into(stream, i, j, chunk));
         }
         let (c, h, w) = self.shape;
         Tensor::from_vec(data, (idx.len(), c, h, w), dev)
@@ -378,7 +451,7 @@ impl<'a> Tokenizer<'a> {
                 Reference::Zeros => Tensor::zeros((batch, c, h, w), DType::F32, dev),
             }
         };
-        match &self.config.init {
+        self.codebook_work(|| match &self.config.init {
             Init::Noise => {
                 let z = self.entries(STREAM_INIT, 0, &vec![0; batch], dev)?;
                 z * (s * s * 0.25 + sig * sig).sqrt()
@@ -393,7 +466,7 @@ impl<'a> Tokenizer<'a> {
                 let z = self.entries(STREAM_INIT, 0, &idx, dev)?;
                 (x_ref * s)? + (z * sig)?
             }
-        }
+        })
     }
 }
 
