@@ -15,11 +15,16 @@ fn philox_known_answers() {
     );
 }
 
+/// `((i, j), raw Philox words of block 0, f32 bit patterns of the first 8 values)`.
+type Vector = ((u32, u32), [u32; 4], [u32; 8]);
+
 #[test]
+// The decimal values are SPEC 5's printed 9-digit renderings; the bit patterns decide.
+#[allow(clippy::excessive_precision)]
 fn codebook_test_vectors_bit_exact() {
     let seed = 0x0123_4567_89ab_cdef;
     let cb = Codebooks::new(seed, 8);
-    let cases: [((u32, u32), [u32; 4], [u32; 8]); 4] = [
+    let cases: [Vector; 4] = [
         (
             (0, 0),
             [0xb850222e, 0xc58cb04b, 0x14a7a020, 0x7a84fff9],
