@@ -4,44 +4,21 @@
 use candle_core::Device;
 use gddcm::codec;
 use gddcm::data::Image;
-use gddcm::family::analytic::{AnalyticNetwork, AnalyticParam, Gmm};
-use gddcm::family::{Denoiser, Family, Precond, PrecondDenoiser, RegressionDenoiser};
+use gddcm::family::analytic::Gmm;
+use gddcm::family::{Family, Precond};
 use gddcm::format::TokenFile;
-use gddcm::marginal::{DdpmSchedule, Marginal};
 use gddcm::profile::{InitKind, Settings};
 use gddcm::zoo::{LoadedModel, ModelEntry, Parameterization, WeightsKind};
 
 fn model(family: Family) -> LoadedModel {
     // Data on 1×16×16 images (padded from 12×12 by 2 pixels of −1, like Fashion-MNIST).
     let gmm = Gmm::random(3, 256, 0.2, 0.3, 5);
-    let net = |param| Box::new(AnalyticNetwork { gmm: gmm.clone(), param });
-    let (denoiser, parameterization): (Box<dyn Denoiser>, _) = match family {
-        Family::Ddpm => {
-            let m = Marginal::Ddpm(DdpmSchedule::cifar10());
-            (
-                Box::new(RegressionDenoiser::ddpm(net(AnalyticParam::Epsilon(m.clone())), m, true)),
-                Parameterization::DdpmEpsilon,
-            )
-        }
-        Family::Edm => (
-            Box::new(PrecondDenoiser {
-                net: net(AnalyticParam::Preconditioned(Precond::EDM)),
-                precond: Precond::EDM,
-                marginal: Marginal::Edm,
-            }),
-            Parameterization::Preconditioned(Precond::EDM),
-        ),
-        Family::Cm => (
-            Box::new(PrecondDenoiser {
-                net: net(AnalyticParam::Preconditioned(Precond::CM_CIFAR10)),
-                precond: Precond::CM_CIFAR10,
-                marginal: Marginal::Edm,
-            }),
-            Parameterization::Preconditioned(Precond::CM_CIFAR10),
-        ),
-        Family::Rf => {
-            (Box::new(RegressionDenoiser::rectified_flow(net(AnalyticParam::Velocity))), Parameterization::Velocity)
-        }
+    let denoiser = gddcm::family::analytic::exact_denoiser(family, &gmm);
+    let parameterization = match family {
+        Family::Ddpm => Parameterization::DdpmEpsilon,
+        Family::Edm => Parameterization::Preconditioned(Precond::EDM),
+        Family::Cm => Parameterization::Preconditioned(Precond::CM_CIFAR10),
+        Family::Rf => Parameterization::Velocity,
     };
     let entry = ModelEntry {
         name: "analytic-gmm",

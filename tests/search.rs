@@ -3,8 +3,8 @@
 //! settings and be deterministic.
 
 use candle_core::{Device, Tensor};
-use gddcm::family::analytic::{AnalyticNetwork, AnalyticParam, Gmm};
-use gddcm::family::{Denoiser, Family, Precond, PrecondDenoiser, RegressionDenoiser};
+use gddcm::family::analytic::Gmm;
+use gddcm::family::{Denoiser, Family};
 use gddcm::profile::Settings;
 use gddcm::search::{random_then_coordinate, Phase, SearchOptions, SearchSpace};
 use gddcm::tokenizer::Tokenizer;
@@ -16,16 +16,7 @@ fn gmm() -> Gmm {
 }
 
 fn denoiser(family: Family, gmm: &Gmm) -> Box<dyn Denoiser> {
-    let net = |param| Box::new(AnalyticNetwork { gmm: gmm.clone(), param });
-    match family {
-        Family::Edm => Box::new(PrecondDenoiser {
-            net: net(AnalyticParam::Preconditioned(Precond::EDM)),
-            precond: Precond::EDM,
-            marginal: gddcm::marginal::Marginal::Edm,
-        }),
-        Family::Rf => Box::new(RegressionDenoiser::rectified_flow(net(AnalyticParam::Velocity))),
-        other => panic!("not used here: {other}"),
-    }
+    gddcm::family::analytic::exact_denoiser(family, gmm)
 }
 
 fn targets(gmm: &Gmm, n: usize) -> Tensor {

@@ -3,9 +3,9 @@
 //! miniature.
 
 use candle_core::{Device, Tensor};
-use gddcm::family::analytic::{AnalyticNetwork, AnalyticParam, Gmm};
-use gddcm::family::{Denoiser, Family, Precond, PrecondDenoiser, RegressionDenoiser};
-use gddcm::marginal::{DdpmSchedule, Marginal, Mixing};
+use gddcm::family::analytic::Gmm;
+use gddcm::family::{Denoiser, Family};
+use gddcm::marginal::Mixing;
 use gddcm::schedule::{continuous_intervals, discrete_intervals};
 use gddcm::tokenizer::{default_grid_rho, Algorithm, Config, Init, Reference, Sampler, Tokenizer};
 
@@ -16,24 +16,7 @@ fn gmm() -> Gmm {
 }
 
 fn denoiser(family: Family, gmm: &Gmm) -> Box<dyn Denoiser> {
-    let net = |param| Box::new(AnalyticNetwork { gmm: gmm.clone(), param });
-    match family {
-        Family::Ddpm => {
-            let m = Marginal::Ddpm(DdpmSchedule::cifar10());
-            Box::new(RegressionDenoiser::ddpm(net(AnalyticParam::Epsilon(m.clone())), m, true))
-        }
-        Family::Edm => Box::new(PrecondDenoiser {
-            net: net(AnalyticParam::Preconditioned(Precond::EDM)),
-            precond: Precond::EDM,
-            marginal: Marginal::Edm,
-        }),
-        Family::Cm => Box::new(PrecondDenoiser {
-            net: net(AnalyticParam::Preconditioned(Precond::CM_CIFAR10)),
-            precond: Precond::CM_CIFAR10,
-            marginal: Marginal::Edm,
-        }),
-        Family::Rf => Box::new(RegressionDenoiser::rectified_flow(net(AnalyticParam::Velocity))),
-    }
+    gddcm::family::analytic::exact_denoiser(family, gmm)
 }
 
 fn targets(gmm: &Gmm, n: usize) -> Tensor {

@@ -170,3 +170,24 @@ impl Network for AnalyticNetwork {
         Tensor::from_vec(out, shape, x.device())
     }
 }
+
+/// The exact denoiser of `gmm` wrapped as a trained model of `family` would be: an
+/// ε-prediction network on the CIFAR-10 DDPM schedule (with the [D] clipping), an EDM-
+/// preconditioned network, a consistency function (σ_min 0.002) or a rectified-flow velocity
+/// network, each behind its family's own adapter.
+pub fn exact_denoiser(family: super::Family, gmm: &Gmm) -> Box<dyn super::Denoiser> {
+    use super::{Family, PrecondDenoiser, RegressionDenoiser};
+    let net = |param| Box::new(AnalyticNetwork { gmm: gmm.clone(), param });
+    let preconditioned = |precond| {
+        Box::new(PrecondDenoiser { net: net(AnalyticParam::Preconditioned(precond)), precond, marginal: Marginal::Edm })
+    };
+    match family {
+        Family::Ddpm => {
+            let m = Marginal::Ddpm(crate::marginal::DdpmSchedule::cifar10());
+            Box::new(RegressionDenoiser::ddpm(net(AnalyticParam::Epsilon(m.clone())), m, true))
+        }
+        Family::Edm => preconditioned(Precond::EDM),
+        Family::Cm => preconditioned(Precond::CM_CIFAR10),
+        Family::Rf => Box::new(RegressionDenoiser::rectified_flow(net(AnalyticParam::Velocity))),
+    }
+}
