@@ -2,7 +2,7 @@
 """Train the small Fashion-MNIST models shipped with gddcm (CPU, 1 thread, bf16 autocast).
 
   python tools/train/train.py classifier --minutes 3
-  python tools/train/train.py ddpm --minutes 12 --batch 64
+  python tools/train/train.py ddpm --minutes 8 --batch 32
   python tools/train/train.py edm  --minutes 12 --batch 32
   python tools/train/train.py rf   --minutes 8 --batch 32 --reflow-minutes 5 --pairs 2000
   python tools/train/train.py cm   --minutes 9 --batch 32     (needs models/edm; default lr 4e-4)
@@ -383,7 +383,7 @@ def main():
     p.add_argument("--N", type=int, default=18)
     p.add_argument("--mu", type=float, default=0.95)
     a = p.parse_args()
-    defaults = {"classifier": (3.0, 1e-3, 128), "ddpm": (12.0, 1e-3, 64), "edm": (12.0, 1e-3, 32),
+    defaults = {"classifier": (3.0, 1e-3, 128), "ddpm": (8.0, 1e-3, 32), "edm": (12.0, 1e-3, 32),
                 "rf": (8.0, 1e-3, 32), "cm": (9.0, 4e-4, 32), "examples": (0, 0, 0)}[a.what]
     a.minutes = a.minutes if a.minutes is not None else defaults[0]
     a.lr = a.lr if a.lr is not None else defaults[1]
