@@ -7,7 +7,6 @@ use gddcm::codec;
 use gddcm::data::Image;
 use gddcm::metrics::image::ImageU8;
 use gddcm::metrics::ssim::psnr;
-use gddcm::profile::Settings;
 use gddcm::zoo;
 
 fn examples() -> Vec<Image> {
@@ -37,7 +36,7 @@ fn each_bundled_family_reconstructs_better_than_the_mean_image() {
     for name in ["fmnist-ddpm", "fmnist-edm", "fmnist-cm", "fmnist-rf"] {
         let model = zoo::load(name, None).unwrap_or_else(|e| panic!("bundled model {name}: {e:#}"));
         // The model's shipped profile (N = 300, K = 256): its parameters were searched for that rate.
-        let settings = model.profile().unwrap().unwrap_or_else(Settings::default);
+        let settings = model.profile().unwrap().unwrap_or_default();
         let cfg = settings.to_config(model.entry.family, model.denoiser.marginal()).unwrap();
         let enc = codec::encode(&model, &cfg, &refs, &Device::Cpu, None).unwrap();
         let files: Vec<_> = enc.files.iter().collect();
