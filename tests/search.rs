@@ -2,27 +2,14 @@
 //! the real tokenizer, scored by reconstruction MSE. The search must beat the default
 //! settings and be deterministic.
 
-use candle_core::{Device, Tensor};
-use gddcm::family::analytic::Gmm;
+use candle_core::Tensor;
 use gddcm::family::{Denoiser, Family};
 use gddcm::profile::Settings;
 use gddcm::search::{random_then_coordinate, Phase, SearchOptions, SearchSpace};
 use gddcm::tokenizer::Tokenizer;
 
-const SHAPE: (usize, usize, usize) = (1, 16, 16);
-
-fn gmm() -> Gmm {
-    Gmm::random(4, 256, 0.1, 0.3, 42)
-}
-
-fn denoiser(family: Family, gmm: &Gmm) -> Box<dyn Denoiser> {
-    gddcm::family::analytic::exact_denoiser(family, gmm)
-}
-
-fn targets(gmm: &Gmm, n: usize) -> Tensor {
-    let data: Vec<f32> = gmm.sample(n, 7).concat();
-    Tensor::from_vec(data, (n, SHAPE.0, SHAPE.1, SHAPE.2), &Device::Cpu).unwrap()
-}
+mod common;
+use common::{denoiser, gmm, targets, SHAPE};
 
 /// Mean squared error of the encoder's reconstruction (= a decode on this machine).
 fn objective<'a>(

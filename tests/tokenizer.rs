@@ -3,26 +3,13 @@
 //! miniature.
 
 use candle_core::{Device, Tensor};
-use gddcm::family::analytic::Gmm;
-use gddcm::family::{Denoiser, Family};
+use gddcm::family::Family;
 use gddcm::marginal::Mixing;
 use gddcm::schedule::{continuous_intervals, discrete_intervals};
 use gddcm::tokenizer::{default_grid_rho, Algorithm, Config, Init, Reference, Sampler, Tokenizer};
 
-const SHAPE: (usize, usize, usize) = (1, 16, 16);
-
-fn gmm() -> Gmm {
-    Gmm::random(4, 256, 0.1, 0.3, 42)
-}
-
-fn denoiser(family: Family, gmm: &Gmm) -> Box<dyn Denoiser> {
-    gddcm::family::analytic::exact_denoiser(family, gmm)
-}
-
-fn targets(gmm: &Gmm, n: usize) -> Tensor {
-    let data: Vec<f32> = gmm.sample(n, 7).concat();
-    Tensor::from_vec(data, (n, SHAPE.0, SHAPE.1, SHAPE.2), &Device::Cpu).unwrap()
-}
+mod common;
+use common::{denoiser, gmm, targets, SHAPE};
 
 /// A p = 0 configuration with `n` tokens at `t_s` (in the family's time units).
 fn resample(family: Family, n: u32, k: u32, t_s: f64, init: Init) -> Config {
