@@ -195,7 +195,7 @@ fn be_u32(b: &[u8], at: usize, path: &Path) -> Result<usize> {
 }
 
 /// Reads Fashion-MNIST from IDX files (`{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`);
-/// `Split::Val` is training images `0..limit` (SPEC 8 [D]).
+/// `Split::Val` is training images `0..limit` (SPEC 8 \[D\]).
 pub fn fashion_mnist(dir: &Path, split: Split, limit: usize) -> Result<Dataset> {
     let prefix = match split {
         Split::Test => "t10k",

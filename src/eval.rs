@@ -3,7 +3,7 @@
 //! (Frechet distance and accuracy of the bundled Fashion-MNIST classifier), which are
 //! reported under their own names, never as FID.
 //!
-//! [D] protocol (SPEC 9): FID between the reconstructions and their originals (pool3), IS on
+//! \[D\] protocol (SPEC 9): FID between the reconstructions and their originals (pool3), IS on
 //! the reconstructions, LPIPS/SSIM/PSNR averaged per image against the originals.
 
 use std::path::{Path, PathBuf};

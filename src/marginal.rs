@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// How the noise of a gDDCM step is mixed (SPEC 2.2, erratum E8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Mixing {
-    /// `A = Σ(t_ode)`, eq. 21 as the paper writes it ("Σ-mix"). [D]
+    /// `A = Σ(t_ode)`, eq. 21 as the paper writes it ("Σ-mix"). \[D\]
     #[default]
     BigSigma,
     /// `A = s(t_new)·σ(t_ode)`: exactly "ODE step, then the true forward transition" ("σ-mix").

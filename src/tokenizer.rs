@@ -2,7 +2,7 @@
 //! (SPEC 2, 4, 7).
 //!
 //! Encoding and decoding run the very same loops; they differ only in how each token is
-//! obtained ([`Chooser`]): the encoder takes `argmax_j <C_i[j], x_tgt − x0h>` (eq. 14), the
+//! obtained (a private `Chooser`): the encoder takes `argmax_j <C_i[j], x_tgt − x0h>` (eq. 14), the
 //! decoder reads it from the stream. Both then generate the chosen codewords and step.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,7 +51,7 @@ impl Algorithm {
 /// The reference image `x_ref` of the I2/I3 initial points (SPEC 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Reference {
-    /// All zeros: mid-gray. [D]
+    /// All zeros: mid-gray. \[D\]
     #[default]
     Zeros,
 }

@@ -36,7 +36,7 @@ pub enum WeightsKind {
 /// How the network's output becomes `(x0_hat, eps_hat)`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum Parameterization {
-    /// ε-prediction on the linear DDPM schedule (T = 1000), with the [D] x0 clipping.
+    /// ε-prediction on the linear DDPM schedule (T = 1000), with the \[D\] x0 clipping.
     DdpmEpsilon,
     /// A preconditioned denoiser on the `s = 1, σ = t` schedule (EDM, VP, VE, consistency).
     Preconditioned(Precond),

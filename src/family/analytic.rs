@@ -172,7 +172,7 @@ impl Network for AnalyticNetwork {
 }
 
 /// The exact denoiser of `gmm` wrapped as a trained model of `family` would be: an
-/// ε-prediction network on the CIFAR-10 DDPM schedule (with the [D] clipping), an EDM-
+/// ε-prediction network on the CIFAR-10 DDPM schedule (with the \[D\] clipping), an EDM-
 /// preconditioned network, a consistency function (σ_min 0.002) or a rectified-flow velocity
 /// network, each behind its family's own adapter.
 pub fn exact_denoiser(family: super::Family, gmm: &Gmm) -> Box<dyn super::Denoiser> {

@@ -87,12 +87,12 @@ pub struct RegressionDenoiser {
     pub marginal: Marginal,
     pub target: Target,
     pub time_label: TimeLabel,
-    /// [D] clip `x0h` to [−1, 1] and recompute `epsh` (diffusers' `clip_sample`, SPEC 1.1).
+    /// \[D\] clip `x0h` to [−1, 1] and recompute `epsh` (diffusers' `clip_sample`, SPEC 1.1).
     pub clip_x0: bool,
 }
 
 impl RegressionDenoiser {
-    /// A DDPM ε-prediction model with the [D] clipping.
+    /// A DDPM ε-prediction model with the \[D\] clipping.
     pub fn ddpm(net: Box<dyn Network>, marginal: Marginal, clip_x0: bool) -> Self {
         Self { net, marginal, target: Target::Epsilon, time_label: TimeLabel::Identity, clip_x0 }
     }
