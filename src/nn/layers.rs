@@ -170,7 +170,7 @@ impl SelfAttention {
         let kt = part(1)?.transpose(1, 2)?.contiguous()?;
         let v = part(2)?;
         let logits = q.matmul(&kt)?;
-        let wts = candle_nn::ops::softmax_last_dim(&logits)?;
+        let wts = super::ops::softmax_last_dim(&logits)?;
         let a = wts.matmul(&v)?.reshape((b, nh, hw, d))?.permute((0, 2, 1, 3))?.contiguous()?.reshape((b * hw, c))?;
         let o = self.proj.forward(&a)?.reshape((b, hw, c))?.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))?;
         let y = (o + x)?;

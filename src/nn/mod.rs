@@ -26,6 +26,7 @@ pub mod checkpoints;
 pub mod keymaps;
 pub mod layers;
 pub mod ops;
+mod simd;
 pub mod songunet;
 pub mod unet2d;
 pub mod weights;

@@ -13,6 +13,8 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::simd;
+
 /// Whether `GDDCM_NN_CANDLE_OPS=1` asks for candle's built-in conv2d and a composite
 /// GroupNorm instead of the kernels here (for A/B timing and debugging).
 pub fn use_candle_ops() -> bool {
@@ -53,38 +55,43 @@ impl CustomOp1 for GroupNormOp<'_> {
         out.par_chunks_mut(n).zip(x.par_chunks(n)).enumerate().for_each(|(i, (o, xs))| {
             let gi = i % g;
             debug_assert!(i / g < b);
-            let mut s = 0f64;
-            for &v in xs {
-                s += v as f64;
-            }
-            let mean = s / n as f64;
-            let mut s2 = 0f64;
-            for &v in xs {
-                let d = v as f64 - mean;
-                s2 += d * d;
-            }
-            let rstd = 1.0 / (s2 / n as f64 + self.eps).sqrt();
-            for ci in 0..cg {
-                let ch = gi * cg + ci;
-                let a = (rstd * self.weight[ch] as f64) as f32;
-                let bb = (self.bias[ch] as f64 - mean * rstd * self.weight[ch] as f64) as f32;
-                let xo = &xs[ci * hw..(ci + 1) * hw];
-                let oo = &mut o[ci * hw..(ci + 1) * hw];
-                if self.silu {
-                    for (y, &v) in oo.iter_mut().zip(xo) {
-                        let t = v * a + bb;
-                        *y = t / (1.0 + (-t).exp());
-                    }
-                } else {
-                    for (y, &v) in oo.iter_mut().zip(xo) {
-                        *y = v * a + bb;
-                    }
-                }
-            }
+            let ch = gi * cg..(gi + 1) * cg;
+            let (w, bias) = (&self.weight[ch.clone()], &self.bias[ch]);
+            normalize_group(xs, o, hw, w, bias, self.eps, self.silu);
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }
+
+/// One group of GroupNorm: `xs` holds its `cg` channels of `hw` values each. Mean and
+/// variance are accumulated in f64 (two passes) in eight independent lanes, so the loops
+/// vectorise; then `y = x·a + b` per channel, optionally through SiLU.
+#[inline(always)]
+fn normalize_group_body(xs: &[f32], out: &mut [f32], hw: usize, weight: &[f32], bias: &[f32], eps: f64, silu: bool) {
+    let n = xs.len() as f64;
+    let mean = simd::sum_f64(xs, 0.0) / n;
+    let var = simd::sum_sq_dev_f64(xs, mean) / n;
+    let rstd = 1.0 / (var + eps).sqrt();
+    for (ci, (oo, xo)) in out.chunks_mut(hw).zip(xs.chunks(hw)).enumerate() {
+        let a = (rstd * weight[ci] as f64) as f32;
+        let b = (bias[ci] as f64 - mean * rstd * weight[ci] as f64) as f32;
+        if silu {
+            for (y, &v) in oo.iter_mut().zip(xo) {
+                let t = v * a + b;
+                *y = t / (1.0 + simd::exp(-t));
+            }
+        } else {
+            for (y, &v) in oo.iter_mut().zip(xo) {
+                *y = v * a + b;
+            }
+        }
+    }
+}
+
+simd::multiversion!(
+    fn normalize_group(xs: &[f32], out: &mut [f32], hw: usize, weight: &[f32], bias: &[f32], eps: f64, silu: bool) =
+        normalize_group_body
+);
 
 /// GroupNorm over `[B, C, …]` with `groups` groups and per-channel affine `weight`/`bias`
 /// (`C` values each), optionally followed by SiLU. f32 only. On CPU this is one fused pass;
@@ -355,4 +362,33 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: &Tensor, padding: usize, stride: usi
         return x.contiguous()?.apply_op3_no_bwd(&w.contiguous()?, &bias.contiguous()?, &op);
     }
     x.conv2d(w, padding, stride, 1, 1)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)
+}
+
+struct SoftmaxLastDim;
+
+impl CustomOp1 for SoftmaxLastDim {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(storage, layout, "softmax")?;
+        let d = layout.dims().last().copied().unwrap_or(1).max(1);
+        let mut out = x.to_vec();
+        // Rows in parallel, a few per task: a row is only 64–1024 values here.
+        out.par_chunks_mut(d * 16).for_each(|rows| {
+            simd::softmax_rows(rows, d);
+        });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+/// Softmax over the last dimension. On CPU/f32 one vectorised pass per row (candle's calls
+/// libm's `expf` per value, which made it the costliest op of the attention blocks);
+/// elsewhere candle's.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && !use_candle_ops() {
+        return x.contiguous()?.apply_op1_no_bwd(&SoftmaxLastDim);
+    }
+    candle_nn::ops::softmax_last_dim(x)
 }
