@@ -257,6 +257,13 @@ pub fn decode(
     tensor_images(&x, model.entry.channels, h, w, pad)
 }
 
+/// Whether `file` was encoded with `model` and `cfg` (the I3 index aside, which is per image):
+/// lets an interrupted evaluation reuse its token files.
+pub fn made_with(file: &fmt::TokenFile, model: &LoadedModel, cfg: &Config) -> Result<bool> {
+    let expected = procedure(cfg, model.entry.family, clip_of(model), None)?;
+    Ok(file.model == identity(model) && (file.procedure == expected || same_but_j0(&file.procedure, &expected)))
+}
+
 fn same_but_j0(a: &fmt::Procedure, b: &fmt::Procedure) -> bool {
     match (&a.init, &b.init) {
         (fmt::InitStrategy::I3 { x_ref: xa, k0: ka, .. }, fmt::InitStrategy::I3 { x_ref: xb, k0: kb, .. })

@@ -40,7 +40,7 @@ pub enum Metric {
 }
 
 /// Options of an evaluation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EvalOptions {
     pub metrics: Vec<Metric>,
     /// Images per network batch.
@@ -51,6 +51,8 @@ pub struct EvalOptions {
     pub classifier: Option<PathBuf>,
     /// Keep the token files and reconstructions here.
     pub keep: Option<PathBuf>,
+    /// Reuse what an earlier, interrupted run left in `keep` instead of recomputing it.
+    pub resume: bool,
 }
 
 /// The numbers of one evaluation (one model, one configuration, one image set).
@@ -77,6 +79,7 @@ pub struct EvalReport {
     /// Stand-in: classifier accuracy on the reconstructions (and on the originals).
     pub classifier_accuracy: Option<f64>,
     pub classifier_accuracy_originals: Option<f64>,
+    /// Speeds of this run (NaN when every image came from an earlier run's `keep` folder).
     pub encode_images_per_s: f64,
     pub decode_images_per_s: f64,
     /// Metrics that could not run, with the reason (e.g. a missing weight file).
@@ -125,30 +128,46 @@ pub fn evaluate(
     let n = data.images.len();
     anyhow::ensure!(n > 0, "no images to evaluate");
     let images: Vec<Image> = data.images.iter().map(|i| convert_channels(i, model.entry.channels)).collect();
-    let mut files = Vec::with_capacity(n);
-    let t0 = Instant::now();
-    for chunk in images.chunks(opts.batch.max(1)) {
-        let refs: Vec<&Image> = chunk.iter().collect();
+    let mut files: Vec<Option<TokenFile>> = vec![None; n];
+    let mut recon: Vec<Option<Image>> = vec![None; n];
+    if let Some(dir) = &opts.keep {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if opts.resume {
+        let dir = opts.keep.as_deref().context("resuming needs the folder the results were kept in")?;
+        reuse_kept(dir, model, cfg, &data.names, &mut files, &mut recon)?;
+    }
+    let todo: Vec<usize> = (0..n).filter(|&i| recon[i].is_none()).collect();
+    if let Some(pb) = &progress {
+        // The bar was sized for every image; the kept ones need no work.
+        let per_image = pb.length().unwrap_or(0) / n as u64;
+        pb.set_length(per_image * todo.len() as u64);
+    }
+    let (mut encode_s, mut decode_s) = (0.0, 0.0);
+    // Chunk by chunk (encode, write, decode, write) so that an interrupted run keeps its work.
+    for chunk in todo.chunks(opts.batch.max(1)) {
+        let t0 = Instant::now();
+        let refs: Vec<&Image> = chunk.iter().map(|&i| &images[i]).collect();
         let enc = codec::encode(model, cfg, &refs, device, progress.clone())?;
         // Through bytes: what is measured is what a decoder reading the file gets.
-        for f in enc.files {
-            files.push(TokenFile::from_bytes(&f.to_bytes()?)?);
+        let chunk_files: Vec<TokenFile> =
+            enc.files.iter().map(|f| Ok(TokenFile::from_bytes(&f.to_bytes()?)?)).collect::<Result<_>>()?;
+        encode_s += t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let chunk_recon = codec::decode(model, &chunk_files.iter().collect::<Vec<_>>(), device, progress.clone())?;
+        decode_s += t1.elapsed().as_secs_f64();
+        for ((&i, f), img) in chunk.iter().zip(chunk_files).zip(chunk_recon) {
+            if let Some(dir) = &opts.keep {
+                // The PNG last: its presence marks the image as done (see `reuse_kept`).
+                f.write_atomic(dir.join(format!("{}.gddcm", data.names[i])))?;
+                img.save_png(&dir.join(format!("{}.png", data.names[i])))?;
+            }
+            (files[i], recon[i]) = (Some(f), Some(img));
         }
     }
-    let encode_s = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    let mut recon = Vec::with_capacity(n);
-    for chunk in files.chunks(opts.batch.max(1)) {
-        let refs: Vec<&TokenFile> = chunk.iter().collect();
-        recon.extend(codec::decode(model, &refs, device, progress.clone())?);
-    }
-    let decode_s = t1.elapsed().as_secs_f64();
-    if let Some(dir) = &opts.keep {
-        for ((f, img), name) in files.iter().zip(&recon).zip(&data.names) {
-            f.write_atomic(dir.join(format!("{name}.gddcm")))?;
-            img.save_png(&dir.join(format!("{name}.png")))?;
-        }
-    }
+    let files: Vec<TokenFile> = files.into_iter().flatten().collect();
+    let recon: Vec<Image> = recon.into_iter().flatten().collect();
+    let speed = |secs: f64| if todo.is_empty() { f64::NAN } else { todo.len() as f64 / secs };
     let mut rep = EvalReport {
         model: model.entry.name.to_string(),
         family: model.entry.family.to_string(),
@@ -158,14 +177,47 @@ pub fn evaluate(
         p: cfg.algorithm.p(),
         bpp: mean(&files.iter().map(|f| f.payload_bpp()).collect::<Vec<_>>()),
         file_bpp: mean(&files.iter().map(|f| f.total_bpp()).collect::<Vec<_>>()),
-        encode_images_per_s: n as f64 / encode_s,
-        decode_images_per_s: n as f64 / decode_s,
+        encode_images_per_s: speed(encode_s),
+        decode_images_per_s: speed(decode_s),
         ..Default::default()
     };
     let orig: Vec<ImageU8> = images.iter().map(to_u8).collect::<Result<_>>()?;
     let rec: Vec<ImageU8> = recon.iter().map(to_u8).collect::<Result<_>>()?;
     measure(&orig, &rec, &data.labels, opts, &mut rep)?;
     Ok(rep)
+}
+
+/// Loads the token files and reconstructions an earlier run kept in `dir` (an image counts as
+/// done when both `NAME.gddcm` and `NAME.png` are there). A token file made with another model
+/// or other settings is an error, not silently re-used.
+fn reuse_kept(
+    dir: &Path,
+    model: &LoadedModel,
+    cfg: &Config,
+    names: &[String],
+    files: &mut [Option<TokenFile>],
+    recon: &mut [Option<Image>],
+) -> Result<()> {
+    for (i, name) in names.iter().enumerate() {
+        let (tok, png) = (dir.join(format!("{name}.gddcm")), dir.join(format!("{name}.png")));
+        if !(tok.is_file() && png.is_file()) {
+            continue;
+        }
+        let f = TokenFile::read(&tok)?;
+        anyhow::ensure!(
+            codec::made_with(&f, model, cfg)?,
+            "{} was made with another model or other settings than this run ({}, K = {}, N = {}, p = {}); \
+             use another --keep folder or delete it",
+            tok.display(),
+            model.entry.name,
+            cfg.k,
+            cfg.algorithm.tokens(),
+            cfg.algorithm.p()
+        );
+        recon[i] = Some(Image::load(&png, model.entry.channels)?);
+        files[i] = Some(f);
+    }
+    Ok(())
 }
 
 fn convert_channels(img: &Image, channels: usize) -> Image {

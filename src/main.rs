@@ -101,6 +101,9 @@ enum Command {
         /// Keep the token files and reconstructions in this folder.
         #[arg(long)]
         keep: Option<PathBuf>,
+        /// Reuse the images an interrupted run already finished in the --keep folder.
+        #[arg(long, requires = "keep")]
+        resume: bool,
     },
     /// The paper's Table 1: each model at p = 0 (its profile) and p = 0.5, same N and K.
     Table1 {
@@ -123,6 +126,16 @@ enum Command {
         /// Write all reports as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Keep each row's token files and reconstructions in DIR/MODEL-pP.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Reuse the images an interrupted run already finished in the --keep folders, so a
+        /// long table can be computed in several sittings (or rows in parallel processes).
+        #[arg(long, requires = "keep")]
+        resume: bool,
+        /// Compute only these rows (e.g. `fmnist-edm:0,fmnist-ddpm:0.5`); default all.
+        #[arg(long, value_delimiter = ',')]
+        rows: Vec<String>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -201,13 +214,14 @@ struct MetricArgs {
 }
 
 impl MetricArgs {
-    fn options(&self, batch: usize, keep: Option<PathBuf>) -> EvalOptions {
+    fn options(&self, batch: usize, keep: Option<PathBuf>, resume: bool) -> EvalOptions {
         EvalOptions {
             metrics: self.metrics.clone(),
             batch,
             weights_dir: self.metric_weights.clone(),
-            classifier: None,
             keep,
+            resume,
+            ..Default::default()
         }
     }
 }
@@ -604,14 +618,14 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Eval { model, tok, data, metrics, json, keep } => {
+        Command::Eval { model, tok, data, metrics, json, keep, resume } => {
             let model = load_model(&model)?;
             let cfg = tok.config(&model)?;
             let ds = data.load(model.entry.channels)?;
             let batches = ds.images.len().div_ceil(tok.run.batch.max(1)) as u64;
             let nfe = 2 * Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape()).nfe() as u64 * batches;
             let pb = progress(&tok.run, nfe, "eval");
-            let opts = metrics.options(tok.run.batch, keep);
+            let opts = metrics.options(tok.run.batch, keep, resume);
             let rep = evaluate(&model, &cfg, &ds, &opts, &device(&tok.run.device)?, pb.clone())?;
             if let Some(pb) = pb {
                 pb.finish_and_clear();
@@ -621,7 +635,7 @@ fn run(cli: Cli) -> Result<()> {
                 write_json(&path, &serde_json::to_value(&rep)?)?;
             }
         }
-        Command::Table1 { models, data, metrics, k, n, markdown, json, run } => {
+        Command::Table1 { models, data, metrics, k, n, markdown, json, keep, resume, rows, run } => {
             let names: Vec<String> = if models.is_empty() {
                 zoo::entries()
                     .iter()
@@ -639,6 +653,10 @@ fn run(cli: Cli) -> Result<()> {
                 let ds = data.load(model.entry.channels)?;
                 let base = model.profile()?.unwrap_or_default();
                 for p in [0.0, 0.5] {
+                    let row_name = format!("{name}:{p}");
+                    if !rows.is_empty() && !rows.contains(&row_name) {
+                        continue;
+                    }
                     let mut s = Settings { k, n, ..base.clone() };
                     if p > 0.0 {
                         // Algorithm 1 from the largest time (for DDPM exactly DDCM, SPEC 4).
@@ -648,7 +666,9 @@ fn run(cli: Cli) -> Result<()> {
                     let batches = ds.images.len().div_ceil(run.batch.max(1)) as u64;
                     let nfe = 2 * Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape()).nfe() as u64 * batches;
                     let pb = progress(&run, nfe, &format!("{name} p={p}"));
-                    let rep = evaluate(&model, &cfg, &ds, &metrics.options(run.batch, None), &dev, pb.clone())?;
+                    let row_keep = keep.as_ref().map(|d| d.join(format!("{name}-p{p}")));
+                    let opts = metrics.options(run.batch, row_keep, resume);
+                    let rep = evaluate(&model, &cfg, &ds, &opts, &dev, pb.clone())?;
                     if let Some(pb) = pb {
                         pb.finish_and_clear();
                     }
@@ -781,13 +801,7 @@ fn run_search(args: SearchArgs) -> Result<()> {
         (base.t_start, base.t_end, base.grid_rho) = (None, None, None);
     }
     (base.k, base.n, base.p) = (args.k, args.n, args.p);
-    let opts = EvalOptions {
-        metrics: vec![],
-        batch: args.run.batch,
-        weights_dir: args.metric_weights.clone(),
-        classifier: None,
-        keep: None,
-    };
+    let opts = EvalOptions { batch: args.run.batch, weights_dir: args.metric_weights.clone(), ..Default::default() };
     let sopts = SearchOptions { trials: args.trials, refine_rounds: args.refine, seed: args.search_seed };
     let log_path = args.log.clone().unwrap_or_else(|| args.output.with_extension("trials.json"));
     let header = serde_json::json!({
@@ -894,8 +908,7 @@ fn run_rd(args: RdArgs) -> Result<()> {
         metrics: args.metrics.clone(),
         batch: args.run.batch,
         weights_dir: args.metric_weights.clone(),
-        classifier: None,
-        keep: None,
+        ..Default::default()
     };
     let with_ext = |e: &str| {
         let mut s = args.output.clone().into_os_string();
