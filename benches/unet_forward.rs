@@ -1,12 +1,13 @@
 //! Forward throughput of the full-size DDPM CIFAR-10 `UNet2DModel` (config and shapes from
-//! `../shared/fixtures/unet2d_ddpm_cifar10_32.keys.json`) on random weights, CPU f32.
+//! `../shared/fixtures/unet2d_ddpm_cifar10_32.keys.json`) on random weights, CPU f32, or with
+//! `GDDCM_BENCH_NET=bundled` of the bundled Fashion-MNIST network (`models/edm`).
 //!
 //! `cargo bench --bench unet_forward` prints images/s at batch 1 and 8 (median and best of
 //! `GDDCM_BENCH_ITERS` timed runs, default 5, after one warm-up) and the process CPU time per
 //! forward (from /proc/self/stat; with one thread it is robust to other load on the machine).
 //! Compare with `tools/bench_torch.py` (PyTorch + diffusers, same shapes), run right after with
 //! the same thread count (`RAYON_NUM_THREADS` here, the script's argument there).
-//! `GDDCM_NN_CANDLE_OPS=1` times candle's built-in conv2d and a composite GroupNorm instead of
+//! `GDDCM_BENCH_BATCHES=1,8` chooses the batch sizes. `GDDCM_NN_CANDLE_OPS=1` times candle's built-in conv2d and a composite GroupNorm instead of
 //! the kernels of `gddcm::nn::ops`. Run it in the bench (release) profile: in the dev profile
 //! the `gemm` crate runs with debug assertions and is ~3× slower.
 
@@ -26,33 +27,54 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-fn main() {
+/// The full-size DDPM CIFAR-10 UNet on random weights, from the fixtures' key manifest.
+fn full_size(dev: &Device) -> (UNet2DModel, usize, f32) {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/unet2d_ddpm_cifar10_32.keys.json");
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap();
     let cfg: UNet2DConfig = serde_json::from_value(m["config_assumed"].clone()).unwrap();
-    let dev = Device::Cpu;
     let mut tensors = Vec::new();
     for (k, s) in m["state_dict_shapes_modern"].as_object().unwrap() {
         let shape: Vec<usize> = s.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
         let t = if k.contains("norm") && k.ends_with("weight") {
-            Tensor::ones(shape.as_slice(), candle_core::DType::F32, &dev).unwrap()
+            Tensor::ones(shape.as_slice(), candle_core::DType::F32, dev).unwrap()
         } else {
-            Tensor::randn(0f32, 0.02, shape.as_slice(), &dev).unwrap()
+            Tensor::randn(0f32, 0.02, shape.as_slice(), dev).unwrap()
         };
         tensors.push((k.clone(), t));
     }
     let store = TensorStore::new("random", tensors).unwrap();
-    let net = UNet2DModel::from_store(&cfg, &store).unwrap();
+    (UNet2DModel::from_store(&cfg, &store).unwrap(), 3, 500.0)
+}
+
+/// The bundled Fashion-MNIST EDM network (`models/edm`, trained weights).
+fn bundled() -> (UNet2DModel, usize, f32) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/edm");
+    let cfg = UNet2DConfig::from_file(&dir.join("config.json")).unwrap();
+    let net = UNet2DModel::load_files(&cfg, &dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    (net, 1, 0.3)
+}
+
+fn main() {
+    let dev = Device::Cpu;
+    let which = std::env::var("GDDCM_BENCH_NET").unwrap_or_else(|_| "ddpm-cifar10".into());
+    let ((net, channels, t_label), name) = match which.as_str() {
+        "bundled" => (bundled(), "fmnist-edm bundled (0.98M params)"),
+        _ => (full_size(&dev), "ddpm-cifar10-32 (35.7M params)"),
+    };
     let iters: usize = std::env::var("GDDCM_BENCH_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     println!(
-        "candle UNet2DModel ddpm-cifar10-32 (35.7M params), threads={}, ops={}",
+        "candle UNet2DModel {name}, threads={}, ops={}",
         rayon::current_num_threads(),
         if gddcm::nn::ops::use_candle_ops() { "candle built-in" } else { "gddcm::nn::ops" }
     );
-    for b in [1usize, 8] {
-        let x = Tensor::randn(0f32, 1.0, (b, 3, 32, 32), &dev).unwrap();
-        let t = Tensor::from_vec(vec![500f32; b], b, &dev).unwrap();
+    let batches: Vec<usize> = std::env::var("GDDCM_BENCH_BATCHES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|b| b.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 8]);
+    for &b in &batches {
+        let x = Tensor::randn(0f32, 1.0, (b, channels, 32, 32), &dev).unwrap();
+        let t = Tensor::from_vec(vec![t_label; b], b, &dev).unwrap();
         net.forward(&x, &t).unwrap();
         let mut times = Vec::new();
         let cpu0 = cpu_seconds();

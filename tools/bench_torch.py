@@ -4,7 +4,9 @@ google/ddpm-cifar10-32 config (from ../shared/fixtures/unet2d_ddpm_cifar10_32.ke
 weights, CPU float32, batch 1 and 8; prints images/s (median and best of N timed runs) and the
 process CPU time per forward.
 
-    /work/venv/bin/python tools/bench_torch.py [iters] [threads (default 2)]
+    /work/venv/bin/python tools/bench_torch.py [iters] [threads (default 2)] [batches (default 1,8)] [bundled]
+
+With `bundled`, the bundled Fashion-MNIST network models/edm (trained weights) instead.
 """
 import json
 import os
@@ -22,14 +24,18 @@ manifest = os.path.join(here, "..", "..", "shared", "fixtures", "unet2d_ddpm_cif
 def main():
     iters = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 2)
-    cfg = json.load(open(manifest))["config_assumed"]
-    torch.manual_seed(0)
-    net = UNet2DModel(**cfg).eval()
-    print(f"torch {torch.__version__} UNet2DModel ddpm-cifar10-32, threads={torch.get_num_threads()}")
+    batches = [int(b) for b in sys.argv[3].split(",")] if len(sys.argv) > 3 else [1, 8]
+    if len(sys.argv) > 4 and sys.argv[4] == "bundled":
+        net, name, channels, t_label = UNet2DModel.from_pretrained(os.path.join(here, "..", "models", "edm")).eval(), "fmnist-edm bundled", 1, 0.3
+    else:
+        cfg = json.load(open(manifest))["config_assumed"]
+        torch.manual_seed(0)
+        net, name, channels, t_label = UNet2DModel(**cfg).eval(), "ddpm-cifar10-32", 3, 500.0
+    print(f"torch {torch.__version__} UNet2DModel {name}, threads={torch.get_num_threads()}")
     with torch.no_grad():
-        for b in (1, 8):
-            x = torch.randn(b, 3, 32, 32)
-            t = torch.full((b,), 500.0)
+        for b in batches:
+            x = torch.randn(b, channels, 32, 32)
+            t = torch.full((b,), t_label)
             net(x, t)
             times = []
             c0 = time.process_time()

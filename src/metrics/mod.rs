@@ -9,14 +9,13 @@
 //!   Inception weights are not available. Their numbers are *not* FID.
 //! - [`weights`]: where the pretrained weight files are looked up, and what to tell users
 //!   when one is missing.
-//! - [`tensors`], [`legacy_pth`]: reading weights from safetensors and from PyTorch
-//!   checkpoints (zip format through `candle_core::pickle`, legacy pre-1.6 format here).
+//! - [`tensors`]: weight files (read by [`crate::nn::TensorStore`]) and the convolution and
+//!   linear layers of the metric networks.
 //! - [`image`]: the [`ImageU8`] input type.
 
 pub mod fid;
 pub mod image;
 pub mod inception;
-pub mod legacy_pth;
 pub mod lpips;
 pub mod ssim;
 pub mod standin;

@@ -1,24 +1,17 @@
-//! Reading weight files: safetensors (the fixture layout, with or without a `w.` prefix) and
-//! PyTorch zip checkpoints (`.pth`, `.pt`, `.bin`) through `candle_core::pickle`.
+//! The metrics' view of a weight file (read by [`crate::nn::TensorStore`], which handles
+//! safetensors and PyTorch checkpoints in the zip and legacy formats), and the two layer types
+//! the metric networks need beyond those of [`crate::nn::layers`].
 
-use super::legacy_pth::LegacyPth;
 use super::{MetricsError, Result};
-use candle_core::{pickle::PthTensors, DType, Device, Tensor};
-use std::collections::HashMap;
+use crate::nn::TensorStore;
+use candle_core::{DType, Tensor};
 use std::path::{Path, PathBuf};
 
-enum Source {
-    Safetensors(HashMap<String, Tensor>),
-    Pth(Box<PthTensors>),
-    LegacyPth(Box<LegacyPth>),
-}
-
-/// An opened weight file. Tensors are fetched by their PyTorch `state_dict` key and converted
-/// to `f32` on the CPU; in safetensors files a `w.`-prefixed key (the fixture convention) is
-/// accepted as well.
+/// An opened weight file. Tensors are fetched by their PyTorch `state_dict` key as `f32`; in
+/// safetensors files a `w.`-prefixed key (the fixture convention) is accepted as well.
 pub struct WeightFile {
     path: PathBuf,
-    source: Source,
+    store: TensorStore,
 }
 
 impl WeightFile {
@@ -30,33 +23,14 @@ impl WeightFile {
         if !path.is_file() {
             return Err(MetricsError::BadWeights { path: path.display().to_string(), msg: "no such file".into() });
         }
-        let is_st = path.extension().map(|e| e.eq_ignore_ascii_case("safetensors")).unwrap_or(false);
-        let source = if is_st {
-            let map = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| MetricsError::BadWeights {
-                path: path.display().to_string(),
-                msg: format!("cannot read safetensors: {e}"),
-            })?;
-            Source::Safetensors(map)
-        } else if LegacyPth::is_legacy(&path) {
-            let pth = LegacyPth::open(&path).map_err(|e| MetricsError::BadWeights {
-                path: path.display().to_string(),
-                msg: format!(
-                    "cannot read legacy PyTorch checkpoint ({e}); convert it with \
-                     torch.save(torch.load(f), f2) or to safetensors"
-                ),
-            })?;
-            Source::LegacyPth(Box::new(pth))
-        } else {
-            let pth = PthTensors::new(&path, None).map_err(|e| MetricsError::BadWeights {
-                path: path.display().to_string(),
-                msg: format!(
-                    "not a safetensors file, nor a PyTorch checkpoint in the zip or \
-                     legacy format ({e})"
-                ),
-            })?;
-            Source::Pth(Box::new(pth))
-        };
-        Ok(Self { path, source })
+        let store = TensorStore::from_file(&path).map_err(|e| MetricsError::BadWeights {
+            path: path.display().to_string(),
+            msg: format!(
+                "not a readable safetensors file or PyTorch checkpoint (zip or legacy format): {e}; \
+                 convert it with torch.save(torch.load(f), f2) or to safetensors"
+            ),
+        })?;
+        Ok(Self { path, store })
     }
 
     /// The file this was read from.
@@ -66,12 +40,7 @@ impl WeightFile {
 
     /// The tensor stored under `key` (or `w.<key>`), if any, as `f32`.
     pub fn try_get(&self, key: &str) -> Result<Option<Tensor>> {
-        let t = match &self.source {
-            Source::Safetensors(m) => m.get(key).or_else(|| m.get(&format!("w.{key}"))).cloned(),
-            Source::Pth(p) => p.get(key).map_err(|e| self.bad(format!("reading {key}: {e}")))?,
-            Source::LegacyPth(p) => p.get(key).map_err(|e| self.bad(e))?,
-        };
-        match t {
+        match self.store.raw(key).or_else(|| self.store.raw(&format!("w.{key}"))) {
             Some(t) => Ok(Some(t.to_dtype(DType::F32)?.contiguous()?)),
             None => Ok(None),
         }
@@ -125,21 +94,18 @@ impl Conv2d {
         Ok(Self { weight, bias, stride, pad })
     }
 
-    /// Applies the convolution to `[B, C, H, W]`.
+    /// Applies the convolution to `[B, C, H, W]` (through [`crate::nn::ops::conv2d`], which
+    /// pads symmetrically: unequal paddings are applied to the input first).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = if self.pad.0 == self.pad.1 {
-            x.conv2d(&self.weight, self.pad.0, self.stride, 1, 1)?
-        } else {
-            let xp = x.pad_with_zeros(2, self.pad.0, self.pad.0)?.pad_with_zeros(3, self.pad.1, self.pad.1)?;
-            xp.conv2d(&self.weight, 0, self.stride, 1, 1)?
+        let bias = match &self.bias {
+            Some(b) => b.clone(),
+            None => Tensor::zeros(self.weight.dim(0)?, DType::F32, self.weight.device())?,
         };
-        match &self.bias {
-            Some(b) => {
-                let c = b.dim(0)?;
-                Ok(y.broadcast_add(&b.reshape((1, c, 1, 1))?)?)
-            }
-            None => Ok(y),
+        if self.pad.0 == self.pad.1 {
+            return Ok(crate::nn::ops::conv2d(x, &self.weight, &bias, self.pad.0, self.stride)?);
         }
+        let xp = x.pad_with_zeros(2, self.pad.0, self.pad.0)?.pad_with_zeros(3, self.pad.1, self.pad.1)?;
+        Ok(crate::nn::ops::conv2d(&xp, &self.weight, &bias, 0, self.stride)?)
     }
 }
 

@@ -25,6 +25,7 @@
 pub mod checkpoints;
 pub mod keymaps;
 pub mod layers;
+pub mod legacy_pth;
 pub mod ops;
 mod simd;
 pub mod songunet;

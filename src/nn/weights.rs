@@ -18,6 +18,8 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::legacy_pth::LegacyPth;
+
 /// Errors of weight loading and model construction.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -198,11 +200,29 @@ impl TensorStore {
         Self::new(origin, tensors)
     }
 
-    /// Reads `.safetensors`, or a PyTorch pickle for any other extension.
+    /// Reads a PyTorch checkpoint in the legacy (pre-1.6, non-zip) `torch.save` format, which
+    /// old released weights use (torchvision's VGG16, the pytorch-fid Inception).
+    pub fn from_legacy_pth(path: impl AsRef<Path>) -> LoadResult<Self> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        let format = |msg: String| LoadError::Format { file: origin.clone(), msg };
+        let pth = LegacyPth::open(path).map_err(|e| format(format!("cannot read legacy PyTorch checkpoint: {e}")))?;
+        let mut tensors = Vec::new();
+        for name in pth.names() {
+            if let Some(t) = pth.get(name).map_err(format)? {
+                tensors.push((name.clone(), t));
+            }
+        }
+        Self::new(origin, tensors)
+    }
+
+    /// Reads `.safetensors`, or a PyTorch checkpoint (zip or legacy format) for any other
+    /// extension.
     pub fn from_file(path: impl AsRef<Path>) -> LoadResult<Self> {
         let path = path.as_ref();
         match path.extension().and_then(|e| e.to_str()) {
-            Some("safetensors") => Self::from_safetensors(path),
+            Some(e) if e.eq_ignore_ascii_case("safetensors") => Self::from_safetensors(path),
+            _ if LegacyPth::is_legacy(path) => Self::from_legacy_pth(path),
             _ => Self::from_pth(path, None),
         }
     }
