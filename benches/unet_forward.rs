@@ -50,8 +50,8 @@ fn full_size(dev: &Device) -> (UNet2DModel, usize, f32) {
 /// The bundled Fashion-MNIST EDM network (`models/edm`, trained weights).
 fn bundled() -> (UNet2DModel, usize, f32) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/edm");
-    let cfg = UNet2DConfig::from_file(&dir.join("config.json")).unwrap();
-    let net = UNet2DModel::load_files(&cfg, &dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let cfg = UNet2DConfig::from_file(dir.join("config.json")).unwrap();
+    let net = UNet2DModel::load_files(&cfg, dir.join("diffusion_pytorch_model.safetensors")).unwrap();
     (net, 1, 0.3)
 }
 
