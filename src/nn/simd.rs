@@ -61,33 +61,30 @@ pub(crate) use multiversion;
 
 const LANES: usize = 8;
 
-/// `Σ (x − shift)` in f64, in eight independent accumulators.
+/// `Σ f(x)` in f64, in eight independent accumulators (so that the loop vectorises).
 #[inline(always)]
-pub fn sum_f64(xs: &[f32], shift: f64) -> f64 {
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     let mut acc = [0f64; LANES];
     let chunks = xs.chunks_exact(LANES);
     let tail = chunks.remainder();
     for c in chunks {
         for j in 0..LANES {
-            acc[j] += c[j] as f64 - shift;
+            acc[j] += f(c[j]);
         }
     }
-    acc.iter().sum::<f64>() + tail.iter().map(|&v| v as f64 - shift).sum::<f64>()
+    acc.iter().sum::<f64>() + tail.iter().map(|&v| f(v)).sum::<f64>()
 }
 
-/// `Σ (x − mean)²` in f64, in eight independent accumulators.
+/// `Σ (x − shift)` in f64.
+#[inline(always)]
+pub fn sum_f64(xs: &[f32], shift: f64) -> f64 {
+    lane_sum(xs, |v| v as f64 - shift)
+}
+
+/// `Σ (x − mean)²` in f64.
 #[inline(always)]
 pub fn sum_sq_dev_f64(xs: &[f32], mean: f64) -> f64 {
-    let mut acc = [0f64; LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for j in 0..LANES {
-            let d = c[j] as f64 - mean;
-            acc[j] += d * d;
-        }
-    }
-    acc.iter().sum::<f64>() + tail.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()
+    lane_sum(xs, |v| (v as f64 - mean) * (v as f64 - mean))
 }
 
 /// `e^x` for f32 without branches or calls, so loops over it vectorise: `x = n·ln2 + r`

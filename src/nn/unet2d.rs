@@ -365,6 +365,10 @@ impl UNet2DModel {
         let conv_in = Conv2d::load(&vb.pp("conv_in"), cfg.in_channels, c0, 3, 1, 1)?;
         let lin1 = Linear::load(&vb.pp("time_embedding.linear_1"), c0, td, true)?;
         let lin2 = Linear::load(&vb.pp("time_embedding.linear_2"), td, td, true)?;
+        // The attention of `Attn{Down,Up}Block2D` layer `j`, on `c` channels.
+        let block_attention = |bvb: &VarPath, j: usize, c: usize| {
+            load_attention(&bvb.pp("attentions").pp(j), c, cfg.attention_head_dim, Some(g), eps, 1.0)
+        };
 
         let mut down = Vec::new();
         let mut cout = c0;
@@ -379,14 +383,7 @@ impl UNet2DModel {
                 let ci = if j == 0 { cin } else { cout };
                 resnets.push(Resnet::load(&bvb.pp("resnets").pp(j), cfg, ci, cout, 1.0)?);
                 if attn {
-                    attentions.push(load_attention(
-                        &bvb.pp("attentions").pp(j),
-                        cout,
-                        cfg.attention_head_dim,
-                        Some(g),
-                        eps,
-                        1.0,
-                    )?);
+                    attentions.push(block_attention(&bvb, j, cout)?);
                 }
             }
             let resample = if i + 1 < n {
@@ -440,14 +437,7 @@ impl UNet2DModel {
                 let rin = if j == 0 { prev } else { out_c };
                 resnets.push(Resnet::load(&bvb.pp("resnets").pp(j), cfg, rin + skip, out_c, 1.0)?);
                 if attn {
-                    attentions.push(load_attention(
-                        &bvb.pp("attentions").pp(j),
-                        out_c,
-                        cfg.attention_head_dim,
-                        Some(g),
-                        eps,
-                        1.0,
-                    )?);
+                    attentions.push(block_attention(&bvb, j, out_c)?);
                 }
             }
             let resample = if i + 1 < n {
