@@ -27,7 +27,7 @@ pub mod keymaps;
 pub mod layers;
 pub mod legacy_pth;
 pub mod ops;
-mod simd;
+pub(crate) mod simd;
 pub mod songunet;
 pub mod unet2d;
 pub mod weights;

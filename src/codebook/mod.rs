@@ -11,6 +11,8 @@
 
 use rayon::prelude::*;
 
+mod lanes;
+
 /// The generator id written in token files: Philox4x32-10 + Box–Muller(f64) → f32.
 pub const GENERATOR_PHILOX_BOX_MULLER: u8 = 1;
 
@@ -73,17 +75,11 @@ impl Codebooks {
     }
 
     /// Writes entry `j` of codebook `i` on `stream` into `out` (length `dim`).
+    /// (32 values per pass, vectorised, bit-identical to [`philox4x32_10`] + [`box_muller`]
+    /// value by value: see `lanes.rs`.)
     pub fn entry_into(&self, stream: u32, i: u32, j: u32, out: &mut [f32]) {
         debug_assert_eq!(out.len(), self.dim);
-        let key = self.key();
-        for (q, chunk) in out.chunks_mut(4).enumerate() {
-            let w = philox4x32_10([q as u32, j, i, stream], key);
-            let (n0, n1) = box_muller(w[0], w[1]);
-            let (n2, n3) = box_muller(w[2], w[3]);
-            for (o, v) in chunk.iter_mut().zip([n0, n1, n2, n3]) {
-                *o = v as f32;
-            }
-        }
+        lanes::entry_into(self.key(), stream, i, j, out);
     }
 
     /// Entry `j` of codebook `i` on `stream`.
@@ -96,43 +92,26 @@ impl Codebooks {
     /// For each residual `r_b` (each of length `dim`), `argmax_{j<k} <C_i[j], r_b>`, ties to the
     /// smallest `j` (eq. 14, SPEC 2.4). Entries are generated once and shared by the batch.
     ///
-    /// Blocks of entries run in parallel; within a block, [`GROUP`] entries are generated and
-    /// then scored together against each residual ([`dot_group`]), so each residual is read
-    /// once per group rather than once per entry. Every score is computed exactly as [`dot`]
-    /// computes it, so the choice is the same as scoring one entry at a time.
+    /// Blocks of entries run in parallel; each entry is generated into an L1-sized buffer and
+    /// scored against every residual with [`dot`] while it is hot. (Scoring four entries per
+    /// pass over each residual was 1.5× faster at B = 64 with 4-wide SSE2 loops; since the
+    /// loops are compiled for AVX-512/AVX2 it is 10–25% slower than this, BENCHMARKS.md.)
     pub fn argmax(&self, stream: u32, i: u32, k: u32, residuals: &[&[f32]]) -> Vec<u32> {
         assert!(residuals.iter().all(|r| r.len() == self.dim), "residual length must equal the codebook dimension");
         const BLOCK: u32 = 32;
-        let nblocks = k.div_ceil(BLOCK);
-        let best = (0..nblocks)
+        let best = (0..k.div_ceil(BLOCK))
             .into_par_iter()
             .map(|blk| {
-                let mut bufs = vec![0.0f32; GROUP * self.dim];
+                let mut buf = vec![0.0f32; self.dim];
                 let mut best = vec![(f32::NEG_INFINITY, u32::MAX); residuals.len()];
-                let end = ((blk + 1) * BLOCK).min(k);
-                let mut j0 = blk * BLOCK;
-                while j0 < end {
-                    let g = ((end - j0) as usize).min(GROUP);
-                    for (e, buf) in bufs.chunks_mut(self.dim).take(g).enumerate() {
-                        self.entry_into(stream, i, j0 + e as u32, buf);
-                    }
+                for j in blk * BLOCK..((blk + 1) * BLOCK).min(k) {
+                    self.entry_into(stream, i, j, &mut buf);
                     for (b, r) in residuals.iter().enumerate() {
-                        let scores = if g == GROUP {
-                            dot_group(&bufs, self.dim, r)
-                        } else {
-                            let mut sc = [f32::NEG_INFINITY; GROUP];
-                            for (e, buf) in bufs.chunks(self.dim).take(g).enumerate() {
-                                sc[e] = dot(buf, r);
-                            }
-                            sc
-                        };
-                        for (e, &score) in scores.iter().take(g).enumerate() {
-                            if score > best[b].0 {
-                                best[b] = (score, j0 + e as u32);
-                            }
+                        let score = dot(&buf, r);
+                        if score > best[b].0 {
+                            best[b] = (score, j);
                         }
                     }
-                    j0 += g as u32;
                 }
                 best
             })
@@ -145,47 +124,14 @@ impl Codebooks {
     }
 }
 
-/// Entries scored together by [`Codebooks::argmax`] (fixed: [`dot_group`] is written for 4).
-pub const GROUP: usize = 4;
+crate::nn::simd::multiversion!(
+    /// A dot product with a fixed summation order (8 partial sums), so that scores are
+    /// reproducible run to run and across CPUs.
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 = dot_body
+);
 
-/// `[dot(e_0, r), …, dot(e_{GROUP−1}, r)]` for the `GROUP` entries laid end to end in
-/// `entries` (each of length `dim`), reading `r` once. Each result is bit-identical to
-/// [`dot`]: the same 8 partial sums in the same order, the same final combination.
-#[inline]
-pub fn dot_group(entries: &[f32], dim: usize, r: &[f32]) -> [f32; GROUP] {
-    assert!(entries.len() >= GROUP * dim && r.len() == dim);
-    let es: [&[f32]; GROUP] = std::array::from_fn(|e| &entries[e * dim..(e + 1) * dim]);
-    let (mut a0, mut a1, mut a2, mut a3) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 8], [0.0f32; 8]);
-    let rows = r
-        .chunks_exact(8)
-        .zip(es[0].chunks_exact(8))
-        .zip(es[1].chunks_exact(8))
-        .zip(es[2].chunks_exact(8))
-        .zip(es[3].chunks_exact(8));
-    for ((((y, x0), x1), x2), x3) in rows {
-        for l in 0..8 {
-            a0[l] += x0[l] * y[l];
-            a1[l] += x1[l] * y[l];
-            a2[l] += x2[l] * y[l];
-            a3[l] += x3[l] * y[l];
-        }
-    }
-    let n8 = dim / 8 * 8;
-    let acc = [a0, a1, a2, a3];
-    std::array::from_fn(|e| {
-        let mut tail = 0.0f32;
-        for (x, y) in es[e][n8..].iter().zip(&r[n8..]) {
-            tail += x * y;
-        }
-        let a = &acc[e];
-        ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail
-    })
-}
-
-/// A dot product with a fixed summation order (8 partial sums), so that scores are
-/// reproducible run to run on one machine.
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+#[inline(always)]
+fn dot_body(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -219,21 +165,8 @@ mod tests {
     }
 
     #[test]
-    fn grouped_scores_are_bit_identical_to_dot() {
-        for dim in [1, 7, 8, 13, 64, 1027] {
-            let cb = Codebooks::new(3, dim);
-            let entries: Vec<f32> = (0..GROUP as u32).flat_map(|j| cb.entry(0, 1, j)).collect();
-            let r = cb.entry(0, 2, 0);
-            let got = dot_group(&entries, dim, &r);
-            for (e, g) in got.iter().enumerate() {
-                assert_eq!(g.to_bits(), dot(&entries[e * dim..(e + 1) * dim], &r).to_bits(), "dim {dim} entry {e}");
-            }
-        }
-    }
-
-    #[test]
-    fn grouped_argmax_equals_one_at_a_time() {
-        // K not a multiple of the group or block sizes; a batch of residuals.
+    fn blocked_argmax_equals_one_at_a_time() {
+        // K not a multiple of the block size; a batch of residuals.
         let cb = Codebooks::new(9, 37);
         let res: Vec<Vec<f32>> = (0..5).map(|j| cb.entry(1, 0, j)).collect();
         let refs: Vec<&[f32]> = res.iter().map(|r| r.as_slice()).collect();
