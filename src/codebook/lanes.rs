@@ -11,6 +11,9 @@
 //! flagged and recomputed with `libm::sincos` itself. Tests compare every lane with the
 //! scalar definition, including all those special arguments.
 
+// msun's constants are kept digit for digit as published, not trimmed to f64 precision.
+#![allow(clippy::excessive_precision)]
+
 use super::{box_muller, philox4x32_10, M0, M1, W0, W1};
 
 /// Philox counters per pass (each gives 4 values).
@@ -18,6 +21,7 @@ const L: usize = 8;
 
 /// Philox4x32-10 of the counters `(c0[l], c1[l], c2[l], c3[l])`, in place.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // lane l of four arrays at once
 fn philox_lanes(c: &mut [[u32; L]; 4], key: [u32; 2]) {
     let [mut k0, mut k1] = key;
     for round in 0..10 {
@@ -117,8 +121,7 @@ fn sincos(x: f64) -> (f64, f64, bool) {
     // Quadrant n = round(θ / (π/2)) by msun's thresholds on the high word (as a sum of
     // comparisons, and the quadrant swap below by selects, so that the loop vectorises).
     let n = (ix > 0x3fe921fb) as u32 + (ix > 0x4002d97c) as u32 + (ix > 0x400f6a7a) as u32 + (ix > 0x4015fdbc) as u32;
-    let special = ix < 0x3e46a09e
-        || ix > 0x401c463b
+    let special = !(0x3e46a09e..=0x401c463b).contains(&ix)
         || (n > 0 && ix <= 0x400f6a7a && (ix & 0xfffff) == 0x921fb)
         || ix == 0x4012d97c
         || ix == 0x401921fb;
