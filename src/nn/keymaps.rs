@@ -5,7 +5,7 @@
 //! are numbered in the order they run, and each attention block belongs to the ResBlock before
 //! it. The maps are checked against `fixtures/*.songunet_keymap.json` by the tests.
 
-use super::songunet::{plan, PlanItem, SongUNetConfig};
+use super::songunet::{plan, BlockShape, PlanItem, SongUNetConfig};
 use super::weights::{KeyMap, LoadError, LoadResult, Rule};
 
 /// One RF parameter: name in `NCSNpp.state_dict()` (no `module.` prefix) and torch shape.
@@ -52,7 +52,7 @@ fn rf_walk(cfg: &SongUNetConfig) -> LoadResult<(KeyMap, Vec<ParamEntry>)> {
                     msg: "RectifiedFlow with a residual input pyramid is not supported".into(),
                 })
             }
-            PlanItem::Block { name, cin, cout, up, down, attn, .. } => {
+            PlanItem::Block { name, shape: BlockShape { cin, cout, up, down, attn, .. } } => {
                 let r = format!("all_modules.{m}");
                 m += 1;
                 let sub = |s: &str| format!("{r}.{s}");
@@ -143,7 +143,7 @@ pub fn cm_keymap(cfg: &SongUNetConfig) -> KeyMap {
                 map.push(format!("{name}.resample_filter"), Rule::Fixed);
                 dn += 1;
             }
-            PlanItem::Block { name, cin, cout, up, down, attn, .. } => {
+            PlanItem::Block { name, shape: BlockShape { cin, cout, up, down, attn, .. } } => {
                 let src = format!("ResnetBlockBigGANpp_{r}");
                 r += 1;
                 gn(&mut map, &format!("{name}.norm0"), &format!("{src}/GroupNorm_0"));

@@ -281,6 +281,30 @@ fn read_json(path: &Path) -> LoadResult<(serde_json::Value, String)> {
     Ok((v, origin))
 }
 
+/// Channels and kind of one `UNetBlock` of the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockShape {
+    /// Input channels (after the skip concatenation in the decoder).
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// FIR upsampling block.
+    pub up: bool,
+    /// FIR downsampling block.
+    pub down: bool,
+    /// Has self-attention.
+    pub attn: bool,
+    /// Decoder block that first concatenates a skip.
+    pub concat: bool,
+}
+
+impl BlockShape {
+    /// A plain block (no resampling, attention or skip concatenation).
+    pub fn new(cin: usize, cout: usize) -> Self {
+        Self { cin, cout, up: false, down: false, attn: false, concat: false }
+    }
+}
+
 /// One module of a SongUNet in forward order (EDM's `enc`/`dec` ModuleDicts, networks.py:275-318).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlanItem {
@@ -297,18 +321,8 @@ pub enum PlanItem {
     Block {
         /// Full key prefix, e.g. `enc.16x16_block0`.
         name: String,
-        /// Input channels (after the skip concatenation in the decoder).
-        cin: usize,
-        /// Output channels.
-        cout: usize,
-        /// FIR upsampling block.
-        up: bool,
-        /// FIR downsampling block.
-        down: bool,
-        /// Has self-attention.
-        attn: bool,
-        /// Decoder block that first concatenates a skip.
-        concat: bool,
+        /// Its channels and kind.
+        shape: BlockShape,
     },
     /// `enc.{res}x{res}_aux_residual`: 3×3 conv with fused FIR down (residual encoder).
     AuxResidual {
@@ -352,15 +366,8 @@ pub fn plan(cfg: &SongUNetConfig) -> Vec<PlanItem> {
             items.push(PlanItem::Conv { name: format!("enc.{res}x{res}_conv"), cin, cout });
             skips.push(cout);
         } else {
-            items.push(PlanItem::Block {
-                name: format!("enc.{res}x{res}_down"),
-                cin: cout,
-                cout,
-                up: false,
-                down: true,
-                attn: false,
-                concat: false,
-            });
+            let shape = BlockShape { down: true, ..BlockShape::new(cout, cout) };
+            items.push(PlanItem::Block { name: format!("enc.{res}x{res}_down"), shape });
             skips.push(cout);
             if cfg.encoder_type == "residual" {
                 items.push(PlanItem::AuxResidual { name: format!("enc.{res}x{res}_aux_residual"), cin: caux, cout });
@@ -370,15 +377,8 @@ pub fn plan(cfg: &SongUNetConfig) -> Vec<PlanItem> {
         for idx in 0..cfg.num_blocks {
             let cin = cout;
             cout = mc * mult;
-            items.push(PlanItem::Block {
-                name: format!("enc.{res}x{res}_block{idx}"),
-                cin,
-                cout,
-                up: false,
-                down: false,
-                attn: cfg.attn_resolutions.contains(&res),
-                concat: false,
-            });
+            let shape = BlockShape { attn: cfg.attn_resolutions.contains(&res), ..BlockShape::new(cin, cout) };
+            items.push(PlanItem::Block { name: format!("enc.{res}x{res}_block{idx}"), shape });
             skips.push(cout);
         }
     }
@@ -387,39 +387,19 @@ pub fn plan(cfg: &SongUNetConfig) -> Vec<PlanItem> {
         let res = cfg.img_resolution >> level;
         if level == n - 1 {
             for (i, attn) in [(0, true), (1, false)] {
-                items.push(PlanItem::Block {
-                    name: format!("dec.{res}x{res}_in{i}"),
-                    cin: cout,
-                    cout,
-                    up: false,
-                    down: false,
-                    attn,
-                    concat: false,
-                });
+                let shape = BlockShape { attn, ..BlockShape::new(cout, cout) };
+                items.push(PlanItem::Block { name: format!("dec.{res}x{res}_in{i}"), shape });
             }
         } else {
-            items.push(PlanItem::Block {
-                name: format!("dec.{res}x{res}_up"),
-                cin: cout,
-                cout,
-                up: true,
-                down: false,
-                attn: false,
-                concat: false,
-            });
+            let shape = BlockShape { up: true, ..BlockShape::new(cout, cout) };
+            items.push(PlanItem::Block { name: format!("dec.{res}x{res}_up"), shape });
         }
         for idx in 0..=cfg.num_blocks {
             let cin = cout + skips.pop().unwrap_or(0);
             cout = mc * mult;
-            items.push(PlanItem::Block {
-                name: format!("dec.{res}x{res}_block{idx}"),
-                cin,
-                cout,
-                up: false,
-                down: false,
-                attn: idx == cfg.num_blocks && cfg.attn_resolutions.contains(&res),
-                concat: true,
-            });
+            let attn = idx == cfg.num_blocks && cfg.attn_resolutions.contains(&res);
+            let shape = BlockShape { attn, concat: true, ..BlockShape::new(cin, cout) };
+            items.push(PlanItem::Block { name: format!("dec.{res}x{res}_block{idx}"), shape });
         }
         if level == 0 {
             items.push(PlanItem::AuxNorm { name: format!("dec.{res}x{res}_aux_norm"), c: cout });
@@ -528,17 +508,8 @@ struct UNetBlock {
 const SKIP_SCALE: f64 = std::f64::consts::FRAC_1_SQRT_2;
 
 impl UNetBlock {
-    #[allow(clippy::too_many_arguments)]
-    fn load(
-        vb: &VarPath,
-        cfg: &SongUNetConfig,
-        cin: usize,
-        cout: usize,
-        up: bool,
-        down: bool,
-        attn: bool,
-        concat: bool,
-    ) -> LoadResult<Self> {
+    fn load(vb: &VarPath, cfg: &SongUNetConfig, shape: BlockShape) -> LoadResult<Self> {
+        let BlockShape { cin, cout, up, down, attn, concat } = shape;
         let k = cfg.resample_filter.len();
         let resample = if up {
             Resample::Up
@@ -687,10 +658,9 @@ impl SongUNet {
         for it in plan(cfg) {
             items.push(match it {
                 PlanItem::Conv { name, cin, cout } => Item::Conv(Conv2d::load(&vb.pp(name), cin, cout, 3, 1, 1)?),
-                PlanItem::Block { name, cin, cout, up, down, attn, concat } => Item::Block(
-                    Box::new(UNetBlock::load(&vb.pp(&name), cfg, cin, cout, up, down, attn, concat)?),
-                    name.starts_with("enc."),
-                ),
+                PlanItem::Block { name, shape } => {
+                    Item::Block(Box::new(UNetBlock::load(&vb.pp(&name), cfg, shape)?), name.starts_with("enc."))
+                }
                 PlanItem::AuxResidual { name, cin, cout } => {
                     let p = vb.pp(name);
                     p.fixed_buffer("resample_filter", &[1, 1, k, k])?;
