@@ -19,6 +19,12 @@ fn conv2d_matches_candle() {
         (5, 8, 3, 6, 6, 1, 0, 1),
         (2, 3, 4, 6, 5, 3, 2, 1),
         (1, 2, 3, 8, 8, 4, 1, 2),
+        // Stride-1 "same" convolutions (whole-plane im2col), including tiny planes.
+        (2, 3, 5, 4, 4, 3, 1, 1),
+        (3, 2, 4, 1, 1, 3, 1, 1),
+        (2, 2, 3, 2, 3, 3, 1, 1),
+        (2, 3, 2, 7, 6, 5, 2, 1),
+        (17, 4, 4, 16, 16, 3, 1, 1),
     ] {
         let x = Tensor::randn(0f32, 1.0, (b, ci, h, w), &dev).unwrap();
         let wt = Tensor::randn(0f32, 1.0, (co, ci, k, k), &dev).unwrap();

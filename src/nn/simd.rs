@@ -125,13 +125,30 @@ multiversion!(
 
 #[inline(always)]
 fn softmax_rows_body(rows: &mut [f32], d: usize) {
-    rows.chunks_mut(d).for_each(softmax_row);
+    // Plain loops: an iterator adaptor taking a closure (`for_each`, `fold`) may stay an
+    // out-of-line generic function, compiled for the baseline ISA instead of this copy's.
+    for row in rows.chunks_mut(d) {
+        softmax_row(row);
+    }
 }
 
 /// Softmax of one row in place: `e^(x − max) / Σ`, with the sum in f64.
 #[inline(always)]
 pub fn softmax_row(row: &mut [f32]) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    // A compare-select maximum vectorises (`f32::max`'s NaN rule does not); NaN logits
+    // would poison the row either way.
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for j in 0..LANES {
+            lanes[j] = if c[j] > lanes[j] { c[j] } else { lanes[j] };
+        }
+    }
+    let mut max = f32::NEG_INFINITY;
+    for &v in lanes.iter().chain(tail) {
+        max = if v > max { v } else { max };
+    }
     for v in row.iter_mut() {
         *v = exp(*v - max);
     }
