@@ -25,6 +25,9 @@ fn conv2d_matches_candle() {
         (2, 2, 3, 2, 3, 3, 1, 1),
         (2, 3, 2, 7, 6, 5, 2, 1),
         (17, 4, 4, 16, 16, 3, 1, 1),
+        (1, 1, 1, 1, 1, 5, 2, 1),
+        (2, 2, 2, 2, 3, 5, 2, 1),
+        (2, 2, 2, 3, 1, 5, 2, 1),
     ] {
         let x = Tensor::randn(0f32, 1.0, (b, ci, h, w), &dev).unwrap();
         let wt = Tensor::randn(0f32, 1.0, (co, ci, k, k), &dev).unwrap();
@@ -56,4 +59,36 @@ fn group_norm_matches_composite() {
     assert!(max_abs(&got, &want) < 1e-5);
     let got = ops::group_norm(&x, g, 1e-6, &w, &bi, true).unwrap();
     assert!(max_abs(&got, &want.silu().unwrap()) < 1e-5);
+}
+
+/// Many small random shapes (every padding up to k/2 + 1, strides 1 and 2, planes down to
+/// 1×1), each against candle's convolution.
+#[test]
+fn conv2d_matches_candle_on_random_small_shapes() {
+    let dev = Device::Cpu;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let mut tried = 0;
+    while tried < 150 {
+        let (b, ci, co) = (1 + next(3), 1 + next(4), 1 + next(4));
+        let (h, w, k) = (1 + next(9), 1 + next(9), [1, 3, 5][next(3)]);
+        let (p, s) = (next(k / 2 + 2), 1 + next(2));
+        if h + 2 * p < k || w + 2 * p < k {
+            continue;
+        }
+        tried += 1;
+        let x = Tensor::randn(0f32, 1.0, (b, ci, h, w), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 1.0, (co, ci, k, k), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, co, &dev).unwrap();
+        let got = ops::conv2d(&x, &wt, &bias, p, s).unwrap();
+        let want = x.conv2d(&wt, p, s, 1, 1).unwrap().broadcast_add(&bias.reshape((1, co, 1, 1)).unwrap()).unwrap();
+        assert_eq!(got.dims(), want.dims());
+        let e = max_abs(&got, &want);
+        assert!(e < 1e-4, "{:?}: {e}", (b, ci, co, h, w, k, p, s));
+    }
 }

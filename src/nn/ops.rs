@@ -209,12 +209,14 @@ fn im2col_row_same(x: &[f32], r: usize, dst: &mut [f32], d: &ConvDims) {
     }
     // dst[i] = src[i + shift] for i in a..b, where the source exists.
     let shift = sy * w as isize + sx;
-    let first = (-(a as isize + shift)).max(0) as usize;
-    let last = ((b as isize + shift) - (h * w) as isize).max(0) as usize;
+    let first = ((-(a as isize + shift)).max(0) as usize).min(b - a);
+    let last = (((b as isize + shift) - (h * w) as isize).max(0) as usize).min(b - a - first);
     dst[a..a + first].fill(0.0);
     dst[b - last..b].fill(0.0);
-    let (from, to) = ((a + first) as isize + shift, (b - last) as isize + shift);
-    dst[a + first..b - last].copy_from_slice(&src[from as usize..to as usize]);
+    if a + first < b - last {
+        let (from, to) = ((a + first) as isize + shift, (b - last) as isize + shift);
+        dst[a + first..b - last].copy_from_slice(&src[from as usize..to as usize]);
+    }
     // Columns whose input column ox + sx falls outside picked up a neighbouring row's value.
     let cols = sx.unsigned_abs().min(w);
     if cols > 0 {
