@@ -657,19 +657,10 @@ fn run(cli: Cli) -> Result<()> {
                     if !rows.is_empty() && !rows.contains(&row_name) {
                         continue;
                     }
-                    let mut s = Settings { k, n, ..base.clone() };
-                    if p > 0.0 {
-                        // Algorithm 1 from the largest time, started from seeded noise as DDCM
-                        // does: nothing of the p = 0 search carries over (for DDPM at N = 300
-                        // exactly the DDCM baseline of SPEC 4).
-                        let defaults = Settings::default();
-                        (s.p, s.t_start, s.t_end, s.grid_rho) = (p, None, None, None);
-                        (s.init, s.mixing) = (InitKind::I1, defaults.mixing);
-                    }
-                    let mut cfg = s.to_config(model.entry.family, model.denoiser.marginal())?;
-                    if model.entry.family == gddcm::family::Family::Ddpm && p == 0.5 && n == 300 {
-                        cfg = Config::ddcm(k, s.seed);
-                    }
+                    // p = 0: the model's profile; p = ½: Algorithm 1 from seeded noise (for
+                    // DDPM exactly the DDCM baseline, SPEC 4).
+                    let s = gddcm::rd::point_settings(&base, p, k, n);
+                    let cfg = s.to_config(model.entry.family, model.denoiser.marginal())?;
                     let batches = ds.images.len().div_ceil(run.batch.max(1)) as u64;
                     let nfe = 2 * Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape()).nfe() as u64 * batches;
                     let pb = progress(&run, nfe, &format!("{name} p={p}"));

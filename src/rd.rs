@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::data::{write_atomic, Dataset};
 use crate::eval::{evaluate, EvalOptions, EvalReport};
-use crate::profile::Settings;
+use crate::profile::{InitKind, Settings};
 use crate::zoo::LoadedModel;
 
 /// One point of the sweep: a `(p, K, N)` and its evaluation.
@@ -53,12 +53,16 @@ pub struct RdSweep {
     pub points: Vec<RdPoint>,
 }
 
-/// The settings of one sweep point: `base` (the p = 0 profile) with `K`, `N`; for `p > 0`
-/// Algorithm 1 from the family's largest time with its default grid (as `gddcm table1`).
+/// The settings of one sweep point (and of one `gddcm table1` row): `base` (the p = 0
+/// profile) with `K`, `N`; for `p > 0` Algorithm 1 from the family's largest time with its
+/// default grid, started from seeded noise (I1) with the default mixing, as DDCM does, so
+/// nothing of the p = 0 search carries over. For DDPM at p = ½ this is exactly the DDCM
+/// baseline ([`crate::tokenizer::Config::ddcm`], SPEC 4).
 pub fn point_settings(base: &Settings, p: f64, k: u32, n: u32) -> Settings {
     let mut s = Settings { k, n, ..base.clone() };
     if p > 0.0 {
         (s.p, s.t_start, s.t_end, s.grid_rho) = (p, None, None, None);
+        (s.init, s.mixing) = (InitKind::I1, Settings::default().mixing);
     } else if base.p > 0.0 {
         // A p > 0 profile's times mean something else at p = 0.
         (s.p, s.t_start, s.t_end, s.grid_rho) = (0.0, None, None, None);
@@ -322,5 +326,22 @@ mod tests {
         assert_eq!((s.p, s.k, s.n, s.t_start), (0.5, 16, 100, None));
         let s0 = point_settings(&base, 0.0, 4096, 50);
         assert_eq!((s0.p, s0.k, s0.n, s0.t_start, s0.intervals), (0.0, 4096, 50, Some(0.3), 6));
+    }
+
+    #[test]
+    fn ddpm_at_one_half_is_exactly_ddcm() {
+        use crate::family::Family;
+        use crate::marginal::{DdpmSchedule, Marginal};
+        use crate::tokenizer::Config;
+        // A searched p = 0 profile with another init and mixing must not leak into p = ½.
+        let base = Settings {
+            init: InitKind::I3,
+            mixing: crate::marginal::Mixing::SmallSigma,
+            t_start: Some(48.0),
+            ..Settings::default()
+        };
+        let s = point_settings(&base, 0.5, 256, 300);
+        let cfg = s.to_config(Family::Ddpm, &Marginal::Ddpm(DdpmSchedule::cifar10())).unwrap();
+        assert_eq!(cfg, Config::ddcm(256, s.seed));
     }
 }
