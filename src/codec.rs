@@ -260,8 +260,16 @@ pub fn decode(
 /// Whether `file` was encoded with `model` and `cfg` (the I3 index aside, which is per image):
 /// lets an interrupted evaluation reuse its token files.
 pub fn made_with(file: &fmt::TokenFile, model: &LoadedModel, cfg: &Config) -> Result<bool> {
-    let expected = procedure(cfg, model.entry.family, clip_of(model), None)?;
-    Ok(file.model == identity(model) && (file.procedure == expected || same_but_j0(&file.procedure, &expected)))
+    // The file's own I3 index (if any) stands in for the per-image choice.
+    let j0 = match file.procedure.init {
+        fmt::InitStrategy::I3 { j0, .. } => Some(j0),
+        _ => None,
+    };
+    let expected = match procedure(cfg, model.entry.family, clip_of(model), j0) {
+        Ok(p) => p,
+        Err(_) => return Ok(false), // e.g. the file has no I3 index where cfg needs one
+    };
+    Ok(file.model == identity(model) && file.procedure == expected)
 }
 
 fn same_but_j0(a: &fmt::Procedure, b: &fmt::Procedure) -> bool {

@@ -566,7 +566,7 @@ fn run(cli: Cli) -> Result<()> {
             for ((path, file, orig), rec) in done.iter().zip(&recon) {
                 let (p, s) = (psnr(&to_metric(orig)?, &to_metric(rec)?)?, ssim(&to_metric(orig)?, &to_metric(rec)?)?);
                 // Payload bpp counts the tokens (SPEC 6, as the paper); file bpp the whole file.
-                let (bpp, fbpp) = (file.payload_bpp(), file.total_bpp());
+                let (bpp, fbpp) = (file.rate_bpp(), file.total_bpp());
                 println!("{:<32} {:>8.4} {:>9.4} {:>8.2} {:>8.4}", stem(path), bpp, fbpp, p, s);
                 Image::side_by_side(&[orig, rec], 2)?
                     .save_png(&output.join(format!("{}_roundtrip.png", stem(path))))?;

@@ -51,6 +51,16 @@ fn evaluation_resumes_from_its_keep_folder() {
     // SPEC 5 G4, so the mean PSNR is compared loosely.)
     assert!((resumed.psnr.unwrap() - first.psnr.unwrap()).abs() < 1.0);
 
+    // An I3 start (its index is per image, in each file) resumes too, and its index is
+    // counted in the rate.
+    let i3 = Settings { init: gddcm::profile::InitKind::I3, k0: 16, ..settings(12) };
+    let cfg_i3 = i3.to_config(model.entry.family, model.denoiser.marginal()).unwrap();
+    let opts_i3 = |resume: bool| EvalOptions { keep: Some(dir.path().join("i3")), ..opts(resume) };
+    let a = evaluate(&model, &cfg_i3, &data, &opts_i3(false), &dev, None).unwrap();
+    let b = evaluate(&model, &cfg_i3, &data, &opts_i3(true), &dev, None).unwrap();
+    assert!(b.encode_images_per_s.is_nan() && (a.psnr, a.bpp) == (b.psnr, b.bpp));
+    assert!((a.bpp - first.bpp - 4.0 / (28.0 * 28.0)).abs() < 1e-12, "{} vs {}", a.bpp, first.bpp);
+
     // Kept files from other settings are an error naming the file, not silently reused.
     let other = settings(13).to_config(model.entry.family, model.denoiser.marginal()).unwrap();
     let err = evaluate(&model, &other, &data, &opts(true), &dev, None).unwrap_err();

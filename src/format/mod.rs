@@ -645,6 +645,13 @@ impl TokenFile {
         self.payload_bits() as f64 / self.pixels()
     }
 
+    /// The rate as SPEC 6 counts it, in bits per pixel: the token payload plus the I3 init
+    /// index when there is one (`(⌈N·log2 K⌉ + ⌈log2 K0⌉) / (H·W)`), without the header,
+    /// which a fixed profile reduces to an id.
+    pub fn rate_bpp(&self) -> f64 {
+        (self.payload_bits() + self.init_index_bits()) as f64 / self.pixels()
+    }
+
     /// File bits per pixel (`H·W`, SPEC 6).
     pub fn total_bpp(&self) -> f64 {
         self.total_bits() as f64 / self.pixels()
