@@ -18,33 +18,12 @@ import sys
 from pathlib import Path
 
 import torch
-from torch import nn
 from safetensors.torch import save_file
 
 
-class StandInClassifier(nn.Module):
-    """[B,1,32,32] in [-1,1] -> 128-d features (fc1 after ReLU) -> 10 logits (fc2)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
-        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
-        self.conv4 = nn.Conv2d(64, 64, 3, padding=1)
-        self.fc1 = nn.Linear(64 * 8 * 8, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def features(self, x):
-        x = torch.relu(self.conv1(x))
-        x = torch.relu(self.conv2(x))
-        x = torch.max_pool2d(x, 2)
-        x = torch.relu(self.conv3(x))
-        x = torch.relu(self.conv4(x))
-        x = torch.max_pool2d(x, 2)
-        return torch.relu(self.fc1(x.flatten(1)))
-
-    def forward(self, x):
-        return self.fc2(self.features(x))
+# The architecture the bundled classifier is trained with (tools/train/common.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent / "train"))
+from common import Classifier as StandInClassifier  # noqa: E402
 
 
 def main():
