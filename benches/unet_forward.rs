@@ -7,7 +7,8 @@
 //! forward (from /proc/self/stat; with one thread it is robust to other load on the machine).
 //! Compare with `tools/bench_torch.py` (PyTorch + diffusers, same shapes), run right after with
 //! the same thread count (`RAYON_NUM_THREADS` here, the script's argument there).
-//! `GDDCM_BENCH_BATCHES=1,8` chooses the batch sizes. `GDDCM_NN_CANDLE_OPS=1` times candle's built-in conv2d and a composite GroupNorm instead of
+//! `GDDCM_BENCH_BATCHES=1,8` chooses the batch sizes. `GDDCM_NN_DIRECT_CONV=0` times im2col + GEMM
+//! instead of the direct convolution kernel. `GDDCM_NN_CANDLE_OPS=1` times candle's built-in conv2d and a composite GroupNorm instead of
 //! the kernels of `gddcm::nn::ops`. Run it in the bench (release) profile: in the dev profile
 //! the `gemm` crate runs with debug assertions and is ~3× slower.
 

@@ -92,3 +92,48 @@ fn conv2d_matches_candle_on_random_small_shapes() {
         assert!(e < 1e-4, "{:?}: {e}", (b, ci, co, h, w, k, p, s));
     }
 }
+
+/// Shapes the direct AVX-512 kernel takes (stride 1, channels in blocks of 16, kernel wider
+/// than 1×1): every tile shape of its tiling (rows of 1–16 pixels, bands of 1, 2 and 4 rows),
+/// batch 1 (output blocks in parallel) and larger (images in parallel), against candle. On a
+/// CPU without AVX-512 the same shapes go through im2col + GEMM.
+#[test]
+fn conv2d_matches_candle_on_direct_kernel_shapes() {
+    let dev = Device::Cpu;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let mut shapes = vec![
+        (2usize, 32usize, 16usize, 28usize, 28usize, 3usize, 1usize),
+        (1, 16, 48, 32, 32, 3, 1),
+        (3, 80, 32, 8, 8, 3, 1),
+    ];
+    while shapes.len() < 60 {
+        let (b, ci, co) = (1 + next(3), 16 * (1 + next(3)), 16 * (1 + next(3)));
+        let (h, w, k) = (1 + next(20), 1 + next(20), [3, 5][next(2)]);
+        let p = next(k / 2 + 2);
+        if h + 2 * p >= k && w + 2 * p >= k {
+            shapes.push((b, ci, co, h, w, k, p));
+        }
+    }
+    for (b, ci, co, h, w, k, p) in shapes {
+        let x = Tensor::randn(0f32, 1.0, (b, ci, h, w), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 1.0, (co, ci, k, k), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, co, &dev).unwrap();
+        let want = x.conv2d(&wt, p, 1, 1, 1).unwrap().broadcast_add(&bias.reshape((1, co, 1, 1)).unwrap()).unwrap();
+        let got = ops::conv2d(&x, &wt, &bias, p, 1).unwrap();
+        let tol = 2e-6 * (ci * k * k) as f32;
+        let e = max_abs(&got, &want);
+        assert!(e < tol, "{:?}: {e}", (b, ci, co, h, w, k, p));
+        // A layer keeps its repacked weights: the second call uses them.
+        let layer = gddcm::nn::layers::Conv2d::new(wt.clone(), Some(bias.clone()), p, 1).unwrap();
+        for _ in 0..2 {
+            let e = max_abs(&layer.forward(&x).unwrap(), &want);
+            assert!(e < tol, "layer {:?}: {e}", (b, ci, co, h, w, k, p));
+        }
+    }
+}

@@ -14,6 +14,7 @@ pub struct Conv2d {
     pub padding: usize,
     /// Stride in both directions.
     pub stride: usize,
+    packed: ops::PackedWeights,
 }
 
 impl Conv2d {
@@ -31,7 +32,7 @@ impl Conv2d {
             Some(b) => b.contiguous()?,
             None => Tensor::zeros(weight.dim(0)?, weight.dtype(), weight.device())?,
         };
-        Ok(Self { weight, bias, padding, stride })
+        Ok(Self { weight, bias, padding, stride, packed: Default::default() })
     }
 
     /// The weight `[O, I, kh, kw]`.
@@ -41,7 +42,7 @@ impl Conv2d {
 
     /// Applies the convolution to `x` `[B, I, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::conv2d(x, &self.weight, &self.bias, self.padding, self.stride)
+        ops::conv2d_with(x, &self.weight, &self.bias, self.padding, self.stride, Some(&self.packed))
     }
 }
 

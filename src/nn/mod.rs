@@ -23,6 +23,8 @@
 //! [`LoadError`] naming the file and the key.
 
 pub mod checkpoints;
+#[cfg(target_arch = "x86_64")]
+mod direct_conv;
 pub mod keymaps;
 pub mod layers;
 pub mod legacy_pth;

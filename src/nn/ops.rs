@@ -22,6 +22,13 @@ pub fn use_candle_ops() -> bool {
     *FLAG.get_or_init(|| std::env::var("GDDCM_NN_CANDLE_OPS").is_ok_and(|v| v == "1"))
 }
 
+/// Whether `GDDCM_NN_DIRECT_CONV=0` turns the direct convolution kernel off (im2col + GEMM
+/// everywhere; for A/B timing).
+fn direct_conv_enabled() -> bool {
+    static FLAG: OnceLock<bool> = OnceLock::new();
+    *FLAG.get_or_init(|| std::env::var("GDDCM_NN_DIRECT_CONV").map_or(true, |v| v != "0"))
+}
+
 struct GroupNormOp<'a> {
     groups: usize,
     eps: f64,
@@ -146,10 +153,18 @@ thread_local! {
 }
 
 /// `x [B, I, H, W]` ⊛ `w [O, I, kh, kw]` + `b [O]`, symmetric zero padding, equal strides.
-struct Conv2dOp {
+struct Conv2dOp<'a> {
     padding: usize,
     stride: usize,
+    /// Where the weights repacked for the direct kernel are kept between calls.
+    packed: Option<&'a PackedWeights>,
 }
+
+/// A convolution's weights repacked for the direct AVX-512 kernel, computed on the first
+/// forward that uses them and kept with the layer (the repacking costs about as much as one
+/// image's convolution on the 8×8 maps of the bundled models).
+#[derive(Debug, Clone, Default)]
+pub struct PackedWeights(OnceLock<Vec<f32>>);
 
 /// Shapes of one convolution.
 #[derive(Clone, Copy)]
@@ -301,7 +316,7 @@ fn with_col<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-impl Conv2dOp {
+impl Conv2dOp<'_> {
     /// One image: `out [O, ho·wo]` (holding the bias on entry) += W · im2col(x).
     fn one_image(&self, x: &[f32], w: &[f32], out: &mut [f32], d: &ConvDims, par: gemm::Parallelism) {
         let (n, k) = (d.n(), d.k());
@@ -359,7 +374,59 @@ fn bias_rows(bias: &[f32], reps: usize, n: usize) -> Vec<f32> {
     v
 }
 
-impl CustomOp3 for Conv2dOp {
+impl Conv2dOp<'_> {
+    /// Whether the direct kernel takes this convolution: AVX-512, stride 1, channels in
+    /// blocks of 16, not pointwise (a 1×1 convolution is a plain GEMM on the input).
+    #[cfg(target_arch = "x86_64")]
+    fn direct(&self, d: &ConvDims) -> bool {
+        direct_conv_enabled()
+            && super::direct_conv::available()
+            && super::direct_conv::supports(d.ci, d.co, d.s)
+            && !d.is_pointwise()
+    }
+
+    /// The convolution by [`super::direct_conv`]: images in parallel when the batch covers
+    /// the threads, otherwise the output channel blocks of each image.
+    #[cfg(target_arch = "x86_64")]
+    fn run_direct(&self, x: &[f32], w: &[f32], b: &[f32], bs: usize, d: &ConvDims) -> Vec<f32> {
+        use super::direct_conv::{conv_blocks, pack_input, pack_weights, Shape as DShape};
+        let shape = DShape { ci: d.ci, h: d.h, w: d.w, co: d.co, kh: d.kh, kw: d.kw, pad: d.p };
+        let local;
+        let wp: &[f32] = match self.packed {
+            Some(cache) => cache.0.get_or_init(|| pack_weights(w, &shape)),
+            None => {
+                local = pack_weights(w, &shape);
+                &local
+            }
+        };
+        let (per_in, per_out, per_block) = (d.ci * d.h * d.w, d.co * d.n(), 16 * d.n());
+        let blocks = d.co / 16;
+        let threads = rayon::current_num_threads();
+        let mut out = vec![0f32; bs * per_out];
+        let image = |xi: &[f32], o: &mut [f32], split: bool| {
+            with_col(shape.packed_input_len(), |xp| {
+                pack_input(xi, &shape, xp);
+                if split {
+                    o.par_chunks_mut(per_block)
+                        .enumerate()
+                        .for_each(|(k, ob)| conv_blocks(xp, wp, b, &shape, k..k + 1, ob));
+                } else {
+                    conv_blocks(xp, wp, b, &shape, 0..blocks, o);
+                }
+            })
+        };
+        if threads > 1 && bs >= threads {
+            out.par_chunks_mut(per_out).zip(x.par_chunks(per_in)).for_each(|(o, xi)| image(xi, o, false));
+        } else {
+            for (o, xi) in out.chunks_mut(per_out).zip(x.chunks(per_in)) {
+                image(xi, o, threads > 1);
+            }
+        }
+        out
+    }
+}
+
+impl CustomOp3 for Conv2dOp<'_> {
     fn name(&self) -> &'static str {
         "conv2d-im2col-gemm"
     }
@@ -391,6 +458,11 @@ impl CustomOp3 for Conv2dOp {
         let per_out = co * ho * wo;
         let per_in = ci * h * wd;
         let threads = rayon::current_num_threads();
+        #[cfg(target_arch = "x86_64")]
+        if self.direct(&d) {
+            let out = self.run_direct(x, w, b, bs, &d);
+            return Ok((CpuStorage::F32(out), Shape::from((bs, co, ho, wo))));
+        }
         let out = if bs > 1 && d.n() <= 256 && !d.is_pointwise() {
             self.batched(x, w, b, bs, &d)
         } else {
@@ -416,8 +488,21 @@ impl CustomOp3 for Conv2dOp {
 /// is im2col + one `gemm` call per image (images in parallel when the batch covers the
 /// threads); elsewhere candle's `conv2d`.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    conv2d_with(x, w, bias, padding, stride, None)
+}
+
+/// [`conv2d`] keeping the weights repacked for the direct kernel in `packed` (for a layer
+/// whose weights never change).
+pub fn conv2d_with(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    stride: usize,
+    packed: Option<&PackedWeights>,
+) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 && !use_candle_ops() {
-        let op = Conv2dOp { padding, stride };
+        let op = Conv2dOp { padding, stride, packed };
         return x.contiguous()?.apply_op3_no_bwd(&w.contiguous()?, &bias.contiguous()?, &op);
     }
     x.conv2d(w, padding, stride, 1, 1)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)
