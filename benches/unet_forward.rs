@@ -8,7 +8,8 @@
 //! Compare with `tools/bench_torch.py` (PyTorch + diffusers, same shapes), run right after with
 //! the same thread count (`RAYON_NUM_THREADS` here, the script's argument there).
 //! `GDDCM_BENCH_BATCHES=1,8` chooses the batch sizes. `GDDCM_NN_DIRECT_CONV=0` times im2col + GEMM
-//! instead of the direct convolution kernel. `GDDCM_NN_CANDLE_OPS=1` times candle's built-in conv2d and a composite GroupNorm instead of
+//! instead of the direct convolution kernel; `GDDCM_BENCH_PLAIN=1` without `gddcm::runtime`'s process
+//! settings. `GDDCM_NN_CANDLE_OPS=1` times candle's built-in conv2d and a composite GroupNorm instead of
 //! the kernels of `gddcm::nn::ops`. Run it in the bench (release) profile: in the dev profile
 //! the `gemm` crate runs with debug assertions and is ~3× slower.
 
@@ -57,6 +58,18 @@ fn bundled() -> (UNet2DModel, usize, f32) {
 }
 
 fn main() {
+    // As the CLI runs (gddcm::runtime), unless GDDCM_BENCH_PLAIN=1 asks for a bare process
+    // (allocator defaults, forwards called from the main thread) for A/B timing.
+    if std::env::var("GDDCM_BENCH_PLAIN").is_ok_and(|v| v == "1") {
+        println!("plain process (GDDCM_BENCH_PLAIN=1)");
+        run();
+    } else {
+        gddcm::runtime::prepare_process();
+        gddcm::runtime::on_pool(run);
+    }
+}
+
+fn run() {
     let dev = Device::Cpu;
     let which = std::env::var("GDDCM_BENCH_NET").unwrap_or_else(|_| "ddpm-cifar10".into());
     let ((net, channels, t_label), name) = match which.as_str() {

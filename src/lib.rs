@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod nn;
 pub mod profile;
 pub mod rd;
+pub mod runtime;
 pub mod schedule;
 pub mod search;
 pub mod tokenizer;

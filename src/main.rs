@@ -499,13 +499,9 @@ fn to_metric(img: &Image) -> Result<ImageU8> {
 }
 
 fn main() -> ExitCode {
-    // candle asks the OS for the CPU count on every parallel op unless this is set (num_cpus
-    // reads /proc each time); fix it once, before any thread pool starts.
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
-    match run(Cli::parse()) {
+    gddcm::runtime::prepare_process();
+    let cli = Cli::parse();
+    match gddcm::runtime::on_pool(|| run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
