@@ -8,6 +8,16 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
+/// A seeded xorshift64 draw in `0..n`, for reproducible random shapes.
+fn xorshift(mut state: u64) -> impl FnMut(usize) -> usize {
+    move |n| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    }
+}
+
 #[test]
 fn conv2d_matches_candle() {
     let dev = Device::Cpu;
@@ -66,13 +76,7 @@ fn group_norm_matches_composite() {
 #[test]
 fn conv2d_matches_candle_on_random_small_shapes() {
     let dev = Device::Cpu;
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = |n: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % n as u64) as usize
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     let mut tried = 0;
     while tried < 150 {
         let (b, ci, co) = (1 + next(3), 1 + next(4), 1 + next(4));
@@ -100,13 +104,7 @@ fn conv2d_matches_candle_on_random_small_shapes() {
 #[test]
 fn conv2d_matches_candle_on_direct_kernel_shapes() {
     let dev = Device::Cpu;
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = |n: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % n as u64) as usize
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let mut shapes = vec![
         (2usize, 32usize, 16usize, 28usize, 28usize, 3usize, 1usize),
         (1, 16, 48, 32, 32, 3, 1),
