@@ -428,7 +428,7 @@ impl Conv2dOp<'_> {
 
 impl CustomOp3 for Conv2dOp<'_> {
     fn name(&self) -> &'static str {
-        "conv2d-im2col-gemm"
+        "conv2d-direct-or-im2col-gemm"
     }
 
     fn cpu_fwd(
