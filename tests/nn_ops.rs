@@ -105,10 +105,15 @@ fn conv2d_matches_candle_on_random_small_shapes() {
 fn conv2d_matches_candle_on_direct_kernel_shapes() {
     let dev = Device::Cpu;
     let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+    // Fixed shapes first: the bundled and full-size maps, and planes lower than the tile height
+    // that narrow maps ask for (3 and 2 rows of at most 4 pixels, like LPIPS-AlexNet's last maps).
     let mut shapes = vec![
         (2usize, 32usize, 16usize, 28usize, 28usize, 3usize, 1usize),
         (1, 16, 48, 32, 32, 3, 1),
         (3, 80, 32, 8, 8, 3, 1),
+        (1, 16, 16, 3, 3, 3, 1),
+        (2, 32, 16, 2, 4, 3, 1),
+        (1, 16, 32, 3, 7, 5, 2),
     ];
     while shapes.len() < 60 {
         let (b, ci, co) = (1 + next(3), 16 * (1 + next(3)), 16 * (1 + next(3)));

@@ -180,12 +180,13 @@ impl Tiling {
     fn new(ho: usize, wo: usize) -> Self {
         let chunks = wo.div_ceil(16);
         let rx = wo.div_ceil(chunks);
-        let ry = match 16 / rx {
+        // The largest tile height of {1, 2, 4} that keeps ry·rx ≤ 16 and fits the plane.
+        let ry = match (16 / rx).min(ho) {
             0 | 1 => 1,
             2 | 3 => 2,
             _ => 4,
         };
-        Self { ho, wo, rx, ry: ry.min(ho.max(1)) }
+        Self { ho, wo, rx, ry }
     }
 
     /// `(first row, rows)` of each band of tiles; the last band may be shorter (1–3 rows are
