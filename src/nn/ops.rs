@@ -19,14 +19,23 @@ use super::simd;
 /// GroupNorm instead of the kernels here (for A/B timing and debugging).
 pub fn use_candle_ops() -> bool {
     static FLAG: OnceLock<bool> = OnceLock::new();
-    *FLAG.get_or_init(|| std::env::var("GDDCM_NN_CANDLE_OPS").is_ok_and(|v| v == "1"))
+    env_flag(&FLAG, "GDDCM_NN_CANDLE_OPS", false)
 }
 
-/// Whether `GDDCM_NN_DIRECT_CONV=0` turns the direct convolution kernel off (im2col + GEMM
-/// everywhere; for A/B timing).
+/// Whether the direct convolution kernel is on (`GDDCM_NN_DIRECT_CONV=0` turns it off:
+/// im2col + GEMM everywhere, for A/B timing).
 fn direct_conv_enabled() -> bool {
     static FLAG: OnceLock<bool> = OnceLock::new();
-    *FLAG.get_or_init(|| std::env::var("GDDCM_NN_DIRECT_CONV").map_or(true, |v| v != "0"))
+    env_flag(&FLAG, "GDDCM_NN_DIRECT_CONV", true)
+}
+
+/// An on/off environment switch read once: `1` is on, `0` off, unset or other the default.
+fn env_flag(flag: &OnceLock<bool>, name: &str, default: bool) -> bool {
+    *flag.get_or_init(|| match std::env::var(name).as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => default,
+    })
 }
 
 struct GroupNormOp<'a> {
@@ -360,21 +369,7 @@ impl Conv2dOp<'_> {
         }
         out
     }
-}
 
-/// `reps` copies of `[O, n]` rows each filled with its channel's bias (written once, rather
-/// than zeroed and then filled).
-fn bias_rows(bias: &[f32], reps: usize, n: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(reps * bias.len() * n);
-    for _ in 0..reps {
-        for &b in bias {
-            v.resize(v.len() + n, b);
-        }
-    }
-    v
-}
-
-impl Conv2dOp<'_> {
     /// Whether the direct kernel takes this convolution: AVX-512, stride 1, channels in
     /// blocks of 16, not pointwise (a 1×1 convolution is a plain GEMM on the input).
     #[cfg(target_arch = "x86_64")]
@@ -424,6 +419,18 @@ impl Conv2dOp<'_> {
         }
         out
     }
+}
+
+/// `reps` copies of `[O, n]` rows each filled with its channel's bias (written once, rather
+/// than zeroed and then filled).
+fn bias_rows(bias: &[f32], reps: usize, n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(reps * bias.len() * n);
+    for _ in 0..reps {
+        for &b in bias {
+            v.resize(v.len() + n, b);
+        }
+    }
+    v
 }
 
 impl CustomOp3 for Conv2dOp<'_> {
@@ -485,8 +492,9 @@ impl CustomOp3 for Conv2dOp<'_> {
 
 /// 2-D convolution (cross-correlation, like PyTorch) of `x [B, I, H, W]` with `w [O, I, kh, kw]`
 /// plus `bias [O]`, zero padding `padding` on every side and stride `stride`. On CPU/f32 this
-/// is im2col + one `gemm` call per image (images in parallel when the batch covers the
-/// threads); elsewhere candle's `conv2d`.
+/// is the direct AVX-512 kernel (`nn/direct_conv.rs`) where it applies, otherwise im2col +
+/// one `gemm` call per image (images in parallel when the batch covers the threads);
+/// elsewhere candle's `conv2d`.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
     conv2d_with(x, w, bias, padding, stride, None)
 }
