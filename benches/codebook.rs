@@ -167,7 +167,8 @@ fn main() {
     // 3. Share of encode time in codebook work, bundled-size network.
     let (den, what): (Box<dyn Denoiser>, String) = match std::env::var_os("GDDCM_BENCH_WEIGHTS") {
         Some(w) => {
-            let m = gddcm::zoo::load("fmnist-edm", Some(std::path::Path::new(&w))).expect("GDDCM_BENCH_WEIGHTS model");
+            let m = gddcm::zoo::load("fmnist-edm", Some(std::path::Path::new(&w)), &candle_core::Device::Cpu)
+                .expect("GDDCM_BENCH_WEIGHTS model");
             (m.denoiser, format!("{} (fmnist-edm)", w.to_string_lossy()))
         }
         None => {

@@ -7,7 +7,9 @@
 //! forward (from /proc/self/stat; with one thread it is robust to other load on the machine).
 //! Compare with `tools/bench_torch.py` (PyTorch + diffusers, same shapes), run right after with
 //! the same thread count (`RAYON_NUM_THREADS` here, the script's argument there).
-//! `GDDCM_BENCH_BATCHES=1,8` chooses the batch sizes. `GDDCM_NN_DIRECT_CONV=0` times im2col + GEMM
+//! `GDDCM_BENCH_BATCHES=1,8` chooses the batch sizes; `GDDCM_BENCH_DEVICE=cuda` runs on the
+//! GPU (build with `--features cuda`; each timed forward ends by reading a sum back to the host,
+//! which waits for the GPU). `GDDCM_NN_DIRECT_CONV=0` times im2col + GEMM
 //! instead of the direct convolution kernel; `GDDCM_BENCH_PLAIN=1` without `gddcm::runtime`'s process
 //! settings. `GDDCM_NN_CANDLE_OPS=1` times candle's built-in conv2d and a composite GroupNorm instead of
 //! the kernels of `gddcm::nn::ops`. Run it in the bench (release) profile: in the dev profile
@@ -50,10 +52,10 @@ fn full_size(dev: &Device) -> (UNet2DModel, usize, f32) {
 }
 
 /// The bundled Fashion-MNIST EDM network (`models/edm`, trained weights).
-fn bundled() -> (UNet2DModel, usize, f32) {
+fn bundled(dev: &Device) -> (UNet2DModel, usize, f32) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/edm");
     let cfg = UNet2DConfig::from_file(dir.join("config.json")).unwrap();
-    let net = UNet2DModel::load_files(&cfg, dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let net = UNet2DModel::load_files(&cfg, dir.join("diffusion_pytorch_model.safetensors"), dev).unwrap();
     (net, 1, 0.3)
 }
 
@@ -70,15 +72,21 @@ fn main() {
 }
 
 fn run() {
-    let dev = Device::Cpu;
+    let dev = match std::env::var("GDDCM_BENCH_DEVICE").as_deref() {
+        Ok("cuda") => {
+            Device::new_cuda(0).expect("GDDCM_BENCH_DEVICE=cuda needs a build with --features cuda and a GPU")
+        }
+        Ok("cpu") | Err(_) => Device::Cpu,
+        Ok(other) => panic!("GDDCM_BENCH_DEVICE={other}: expected cpu or cuda"),
+    };
     let which = std::env::var("GDDCM_BENCH_NET").unwrap_or_else(|_| "ddpm-cifar10".into());
     let ((net, channels, t_label), name) = match which.as_str() {
-        "bundled" => (bundled(), "fmnist-edm bundled (0.98M params)"),
+        "bundled" => (bundled(&dev), "fmnist-edm bundled (0.98M params)"),
         _ => (full_size(&dev), "ddpm-cifar10-32 (35.7M params)"),
     };
     let iters: usize = std::env::var("GDDCM_BENCH_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     println!(
-        "candle UNet2DModel {name}, threads={}, ops={}",
+        "candle UNet2DModel {name}, device={dev:?}, threads={}, ops={}",
         rayon::current_num_threads(),
         if gddcm::nn::ops::use_candle_ops() { "candle built-in" } else { "gddcm::nn::ops" }
     );

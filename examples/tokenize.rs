@@ -19,7 +19,7 @@ fn main() -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/examples/fmnist_test_0_9.png"));
     // The bundled EDM model and its shipped profile (p = 0, N = 300, K = 256).
-    let model = zoo::load(zoo::default_model(), None)?;
+    let model = zoo::load(zoo::default_model(), None, &candle_core::Device::Cpu)?;
     let settings = model.profile()?.unwrap_or_default();
     let cfg = settings.to_config(model.entry.family, model.denoiser.marginal())?;
 

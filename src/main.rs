@@ -378,8 +378,8 @@ fn progress(run: &RunArgs, total: u64, what: &str) -> Option<ProgressBar> {
     Some(pb)
 }
 
-fn load_model(args: &ModelArgs) -> Result<LoadedModel> {
-    zoo::load(args.model.as_deref().unwrap_or(zoo::default_model()), args.weights.as_deref())
+fn load_model(args: &ModelArgs, run: &RunArgs) -> Result<LoadedModel> {
+    zoo::load(args.model.as_deref().unwrap_or(zoo::default_model()), args.weights.as_deref(), &device(&run.device)?)
 }
 
 fn stem(path: &Path) -> String {
@@ -442,7 +442,7 @@ fn decode_files(
     let model = match loaded {
         Some(m) => m,
         None => {
-            owned = zoo::load(&files[0].model.name, weights).with_context(|| {
+            owned = zoo::load(&files[0].model.name, weights, &dev).with_context(|| {
                 format!(
                     "the files were made with model '{}' (weights sha256 {})",
                     files[0].model.name,
@@ -513,7 +513,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Encode { images, output, model, tok } => {
-            let model = load_model(&model)?;
+            let model = load_model(&model, &tok.run)?;
             let cfg = tok.config(&model)?;
             let done = encode_images(&model, &cfg, &images, &output, &tok.run)?;
             for (path, file, _) in &done {
@@ -551,7 +551,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Roundtrip { images, output, model, tok } => {
-            let model = load_model(&model)?;
+            let model = load_model(&model, &tok.run)?;
             let cfg = tok.config(&model)?;
             let done = encode_images(&model, &cfg, &images, &output, &tok.run)?;
             // Decode from the files themselves, not the encoder's trajectory (SPEC 5, G4).
@@ -615,7 +615,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Eval { model, tok, data, metrics, json, keep, resume } => {
-            let model = load_model(&model)?;
+            let model = load_model(&model, &tok.run)?;
             let cfg = tok.config(&model)?;
             let ds = data.load(model.entry.channels)?;
             let batches = ds.images.len().div_ceil(tok.run.batch.max(1)) as u64;
@@ -645,7 +645,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut reports = Vec::new();
             let mut table = format!("{}\n", EvalReport::markdown_header());
             for name in &names {
-                let model = zoo::load(name, None)?;
+                let model = zoo::load(name, None, &dev)?;
                 let ds = data.load(model.entry.channels)?;
                 let base = model.profile()?.unwrap_or_default();
                 for p in [0.0, 0.5] {
@@ -684,7 +684,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Sample { model, n, output, seed, steps, run } => {
-            let model = load_model(&model)?;
+            let model = load_model(&model, &run)?;
             let dev = device(&run.device)?;
             let pb = progress(&run, 0, "sample");
             let images = codec::generate(&model, n, seed, steps, &dev, pb)?;
@@ -766,7 +766,7 @@ fn run_search(args: SearchArgs) -> Result<()> {
     if args.trials == 0 && args.refine == 0 {
         bail!("nothing to do: --trials 0 and --refine 0");
     }
-    let model = load_model(&args.model)?;
+    let model = load_model(&args.model, &args.run)?;
     let dev = device(&args.run.device)?;
     let data = if args.data == "fmnist" {
         gddcm::data::fashion_mnist(Path::new(gddcm::data::FASHION_MNIST_DIR), Split::Val, args.val)?
@@ -895,7 +895,7 @@ fn run_rd(args: RdArgs) -> Result<()> {
     if args.n.contains(&0) {
         bail!("every N must be at least 1");
     }
-    let model = load_model(&args.model)?;
+    let model = load_model(&args.model, &args.run)?;
     let dev = device(&args.run.device)?;
     let ds = args.data.load(model.entry.channels)?;
     let opts = EvalOptions {
@@ -1058,7 +1058,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         "model", "batch", "K", "N", "p", "enc im/s", "net%", "cb%", "rest%", "dec im/s", "net%", "cb%", "rest%"
     );
     for name in &names {
-        let model = zoo::load(name, args.weights.as_deref())?;
+        let model = zoo::load(name, args.weights.as_deref(), &dev)?;
         let mut s = model.profile()?.unwrap_or_default();
         s.n = args.n;
         if let Some(k) = args.k {

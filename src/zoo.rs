@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use candle_core::Device;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -328,8 +329,9 @@ pub fn sha256_file(path: &Path) -> Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
-/// Loads a model by name (weights from `weights` or the search path).
-pub fn load(name: &str, weights: Option<&Path>) -> Result<LoadedModel> {
+/// Loads a model by name (weights from `weights` or the search path), building its network on
+/// `device`.
+pub fn load(name: &str, weights: Option<&Path>, device: &Device) -> Result<LoadedModel> {
     let entry = entry(name)?;
     let dir = entry.locate(weights)?;
     let (net, weights_file): (Box<dyn Network>, PathBuf) = match entry.weights {
@@ -340,20 +342,20 @@ pub fn load(name: &str, weights: Option<&Path>) -> Result<LoadedModel> {
                 wpath = alt_bin(&wpath).unwrap_or(wpath);
             }
             let cfg = crate::nn::unet2d::UNet2DConfig::from_file(&cfg_path)?;
-            let model = UNet2DModel::load_files(&cfg, &wpath)?;
+            let model = UNet2DModel::load_files(&cfg, &wpath, device)?;
             (Box::new(model), wpath)
         }
         WeightsKind::EdmExport => {
             let (cfg, w) = (dir.join(entry.files[0]), dir.join(entry.files[1]));
-            (Box::new(SongUNet::load_edm(&cfg, &w)?), w)
+            (Box::new(SongUNet::load_edm(&cfg, &w, device)?), w)
         }
         WeightsKind::RectifiedFlowCheckpoint => {
             let w = dir.join(entry.files[0]);
-            (Box::new(SongUNet::load_rf(shipped_config(entry.name)?, &w, RfWeights::Ema)?), w)
+            (Box::new(SongUNet::load_rf(shipped_config(entry.name)?, &w, RfWeights::Ema, device)?), w)
         }
         WeightsKind::ConsistencyFlax => {
             let w = dir.join(entry.files[0]);
-            (Box::new(SongUNet::load_cm(shipped_config(entry.name)?, &w)?), w)
+            (Box::new(SongUNet::load_cm(shipped_config(entry.name)?, &w, device)?), w)
         }
     };
     let denoiser: Box<dyn Denoiser> = match entry.parameterization {

@@ -34,7 +34,8 @@ fn each_bundled_family_reconstructs_better_than_the_mean_image() {
     let baseline: f64 = imgs.iter().map(|i| psnr(&u8img(i), &u8img(&mean)).unwrap()).sum::<f64>() / imgs.len() as f64;
     let refs: Vec<&Image> = imgs.iter().collect();
     for name in ["fmnist-ddpm", "fmnist-edm", "fmnist-cm", "fmnist-rf"] {
-        let model = zoo::load(name, None).unwrap_or_else(|e| panic!("bundled model {name}: {e:#}"));
+        let model =
+            zoo::load(name, None, &candle_core::Device::Cpu).unwrap_or_else(|e| panic!("bundled model {name}: {e:#}"));
         // The model's shipped profile (N = 300, K = 256): its parameters were searched for that rate.
         let settings = model.profile().unwrap().unwrap_or_default();
         let cfg = settings.to_config(model.entry.family, model.denoiser.marginal()).unwrap();

@@ -10,7 +10,7 @@ use gddcm::zoo;
 
 #[test]
 fn evaluation_resumes_from_its_keep_folder() {
-    let model = zoo::load("fmnist-edm", None).expect("bundled model fmnist-edm");
+    let model = zoo::load("fmnist-edm", None, &candle_core::Device::Cpu).expect("bundled model fmnist-edm");
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/examples");
     let data = image_folder(&examples, 1, 3).unwrap();
     let settings = |n: u32| Settings { k: 16, n, ..model.profile().unwrap().unwrap_or_default() };

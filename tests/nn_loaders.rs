@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use gddcm::family::{Network, Precond};
 use gddcm::nn::checkpoints::{flax_tree_to_store, read_flax_params_ema, read_pth_tensor_list};
 use gddcm::nn::{RfWeights, SongUNet, TensorStore, UNet2DModel};
@@ -55,7 +55,7 @@ fn unet2d_diffusers_directory() {
     cfg["_class_name"] = "UNet2DModel".into();
     cfg["_diffusers_version"] = "0.1.0".into();
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
-    let net = UNet2DModel::load(dir.path()).unwrap();
+    let net = UNet2DModel::load(dir.path(), &Device::Cpu).unwrap();
     let t = all.raw("in.timesteps").unwrap().to_dtype(DType::F32).unwrap();
     let y = net.forward(all.raw("in.sample").unwrap(), &t).unwrap();
     assert!(max_abs(&y, all.raw("out.sample").unwrap()) < 2e-5);
@@ -80,7 +80,7 @@ fn edm_export_with_model_prefix() {
     cfg["precond"] = serde_json::json!({"class": "EDMPrecond", "sigma_data": 0.5});
     let cpath = dir.path().join("net.json");
     std::fs::write(&cpath, cfg.to_string()).unwrap();
-    let net = SongUNet::load_edm(&cpath, &wpath).unwrap();
+    let net = SongUNet::load_edm(&cpath, &wpath, &Device::Cpu).unwrap();
     let s: Vec<f64> = all.raw("in.sigma").unwrap().to_vec1::<f32>().unwrap().iter().map(|&v| v as f64).collect();
     let d = Precond::EDM.apply(&net, all.raw("in.x").unwrap(), &s).unwrap();
     assert!(max_abs(&d, all.raw("out.D").unwrap()) < 3e-5);
@@ -94,7 +94,7 @@ fn rf_state_dict_with_module_prefix() {
     let all = rewrite(&format!("{name}.safetensors"), &wpath, |k| format!("module.{k}"));
     let cpath = dir.path().join("rf.json");
     std::fs::write(&cpath, json(&format!("{name}.json"))["config_small"].to_string()).unwrap();
-    let net = SongUNet::load_rf(&cpath, &wpath, RfWeights::Ema).unwrap();
+    let net = SongUNet::load_rf(&cpath, &wpath, RfWeights::Ema, &Device::Cpu).unwrap();
     let v = net.forward(all.raw("in.x").unwrap(), all.raw("in.labels").unwrap()).unwrap();
     assert!(max_abs(&v, all.raw("out.v").unwrap()) < 4e-5);
 }
@@ -180,7 +180,7 @@ fn flax_msgpack_checkpoint() {
     std::fs::write(&ck, &buf).unwrap();
     let cpath = dir.path().join("cm.json");
     std::fs::write(&cpath, json(&format!("{name}.json"))["config_small"].to_string()).unwrap();
-    let net = SongUNet::load_cm(&cpath, &ck).unwrap();
+    let net = SongUNet::load_cm(&cpath, &ck, &Device::Cpu).unwrap();
 
     let nchw = |t: &Tensor| t.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
     let x = nchw(all.raw("in.x").unwrap());

@@ -7,6 +7,8 @@ process CPU time per forward.
     /work/venv/bin/python tools/bench_torch.py [iters] [threads (default 2)] [batches (default 1,8)] [bundled]
 
 With `bundled`, the bundled Fashion-MNIST network models/edm (trained weights) instead.
+With GDDCM_BENCH_DEVICE=cuda (as benches/unet_forward.rs), on the GPU: float32 with TF32 off
+(cuDNN autotuning on), then again with TF32 allowed, each forward timed to a synchronize.
 """
 import json
 import os
@@ -31,22 +33,38 @@ def main():
         cfg = json.load(open(manifest))["config_assumed"]
         torch.manual_seed(0)
         net, name, channels, t_label = UNet2DModel(**cfg).eval(), "ddpm-cifar10-32", 3, 500.0
-    print(f"torch {torch.__version__} UNet2DModel {name}, threads={torch.get_num_threads()}")
+    device = os.environ.get("GDDCM_BENCH_DEVICE", "cpu")
+    modes = [False]
+    if device == "cuda":
+        net = net.cuda()
+        torch.backends.cudnn.benchmark = True
+        modes = [False, True]
+        print(f"GPU: {torch.cuda.get_device_name(0)}")
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    print(f"torch {torch.__version__} UNet2DModel {name}, device={device}, threads={torch.get_num_threads()}")
     with torch.no_grad():
-        for b in batches:
-            x = torch.randn(b, channels, 32, 32)
-            t = torch.full((b,), t_label)
-            net(x, t)
-            times = []
-            c0 = time.process_time()
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                net(x, t)
-                times.append(time.perf_counter() - t0)
-            cpu = (time.process_time() - c0) / iters
-            med, best = statistics.median(times), min(times)
-            print(f"batch {b}: median {med*1e3:.1f} ms/forward, {b/med:.2f} images/s; "
-                  f"best {best*1e3:.1f} ms, {b/best:.2f} images/s; cpu {cpu*1e3:.0f} ms/forward")
+        for tf32 in modes:
+            torch.backends.cudnn.allow_tf32 = tf32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            if device == "cuda":
+                print(f"TF32 {'allowed' if tf32 else 'off'}")
+            for b in batches:
+                x = torch.randn(b, channels, 32, 32, device=device)
+                t = torch.full((b,), t_label, device=device)
+                for _ in range(3 if device == "cuda" else 1):
+                    net(x, t)
+                sync()
+                times = []
+                c0 = time.process_time()
+                for _ in range(iters):
+                    t0 = time.perf_counter()
+                    net(x, t)
+                    sync()
+                    times.append(time.perf_counter() - t0)
+                cpu = (time.process_time() - c0) / iters
+                med, best = statistics.median(times), min(times)
+                print(f"batch {b}: median {med*1e3:.1f} ms/forward, {b/med:.2f} images/s; "
+                      f"best {best*1e3:.1f} ms, {b/best:.2f} images/s; cpu {cpu*1e3:.0f} ms/forward")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@
 use std::f64::consts::PI;
 use std::path::Path;
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoints::{read_flax_params_ema, read_pth_tensor_list};
@@ -671,7 +671,7 @@ impl SongUNet {
                 PlanItem::AuxConv { name, cin, cout } => Item::AuxConv(Conv2d::load(&vb.pp(name), cin, cout, 3, 1, 1)?),
             });
         }
-        let fir = Fir::new(&cfg.resample_filter, &candle_core::Device::Cpu).with_file(&f)?;
+        let fir = Fir::new(&cfg.resample_filter, &vb.device()).with_file(&f)?;
         Ok(Self { cfg: cfg.clone(), map_noise, map_label, map_augment, map_layer0, map_layer1, items, fir })
     }
 
@@ -797,9 +797,9 @@ impl SongUNet {
     /// Loads an EDM network: `config` is the JSON of EDM constructor arguments and `weights`
     /// the safetensors file written by `tools/export_edm.py` (keys `model.*`, as in
     /// `EDMPrecond.state_dict()`; unprefixed keys are accepted too).
-    pub fn load_edm(config: impl AsRef<Path>, weights: impl AsRef<Path>) -> LoadResult<Self> {
+    pub fn load_edm(config: impl AsRef<Path>, weights: impl AsRef<Path>, device: &Device) -> LoadResult<Self> {
         let cfg = SongUNetConfig::from_edm_file(config)?;
-        let store = TensorStore::from_file(weights)?.strip_prefix("model.");
+        let store = TensorStore::from_file(weights)?.strip_prefix("model.").on_device(device);
         Self::from_edm_store(&cfg, &store)
     }
 
@@ -816,7 +816,12 @@ impl SongUNet {
     /// Loads a RectifiedFlow network. `config` is the RF config as JSON (see
     /// [`SongUNetConfig::from_rf_json`]); `checkpoint` is a `checkpoint_*.pth` (EMA or raw
     /// weights per `which`) or a state-dict `.safetensors`/`.pth` (then `which` is ignored).
-    pub fn load_rf(config: impl AsRef<Path>, checkpoint: impl AsRef<Path>, which: RfWeights) -> LoadResult<Self> {
+    pub fn load_rf(
+        config: impl AsRef<Path>,
+        checkpoint: impl AsRef<Path>,
+        which: RfWeights,
+        device: &Device,
+    ) -> LoadResult<Self> {
         let (v, origin) = read_json(config.as_ref())?;
         let cfg = SongUNetConfig::from_rf_json(&v, &origin)?;
         let path = checkpoint.as_ref();
@@ -828,7 +833,7 @@ impl SongUNet {
                 RfWeights::Model => TensorStore::from_pth(path, Some("model"))?,
             }
         };
-        Self::from_rf_store(&cfg, &store.strip_prefix("module."))
+        Self::from_rf_store(&cfg, &store.strip_prefix("module.").on_device(device))
     }
 
     /// Builds from a consistency-model flax parameter store (keys as in
@@ -843,7 +848,7 @@ impl SongUNet {
     /// Loads a consistency-model network: `config` is the `config.model` JSON (see
     /// [`SongUNetConfig::from_cm_json`]); `checkpoint` is the flax msgpack checkpoint
     /// (`params_ema` is used) or a safetensors file with the flat flax keys.
-    pub fn load_cm(config: impl AsRef<Path>, checkpoint: impl AsRef<Path>) -> LoadResult<Self> {
+    pub fn load_cm(config: impl AsRef<Path>, checkpoint: impl AsRef<Path>, device: &Device) -> LoadResult<Self> {
         let (v, origin) = read_json(config.as_ref())?;
         let cfg = SongUNetConfig::from_cm_json(&v, &origin)?;
         let path = checkpoint.as_ref();
@@ -852,7 +857,7 @@ impl SongUNet {
         } else {
             read_flax_params_ema(path)?
         };
-        Self::from_cm_store(&cfg, &store)
+        Self::from_cm_store(&cfg, &store.on_device(device))
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::layers::{Conv2d, GroupNorm, Linear, SelfAttention};
@@ -461,17 +461,17 @@ impl UNet2DModel {
 
     /// Loads a diffusers model directory: `config.json` plus
     /// `diffusion_pytorch_model.safetensors` (preferred) or `diffusion_pytorch_model.bin`.
-    pub fn load(dir: impl AsRef<Path>) -> LoadResult<Self> {
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> LoadResult<Self> {
         let dir = dir.as_ref();
         let cfg = UNet2DConfig::from_file(dir.join("config.json"))?;
         let st = dir.join("diffusion_pytorch_model.safetensors");
         let weights = if st.exists() { st } else { dir.join("diffusion_pytorch_model.bin") };
-        Self::load_files(&cfg, weights)
+        Self::load_files(&cfg, weights, device)
     }
 
     /// Loads the weights file (`.safetensors`, or a PyTorch `.bin`/`.pth` pickle) for `cfg`.
-    pub fn load_files(cfg: &UNet2DConfig, weights: impl AsRef<Path>) -> LoadResult<Self> {
-        let store = TensorStore::from_file(weights)?;
+    pub fn load_files(cfg: &UNet2DConfig, weights: impl AsRef<Path>, device: &Device) -> LoadResult<Self> {
+        let store = TensorStore::from_file(weights)?.on_device(device);
         Self::from_store(cfg, &store)
     }
 

@@ -125,6 +125,10 @@ pub trait WeightSource {
     /// it must hold it with this shape (it is consumed and its shape checked); a source that
     /// does not store it (mapped RF/CM checkpoints) accepts the call.
     fn fixed_buffer(&self, key: &str, shape: &[usize]) -> LoadResult<()>;
+    /// The device the network is built on: [`VarPath::get`] moves every tensor there.
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
 }
 
 /// Named tensors of one weight file, with consumption tracking for strict loading.
@@ -132,6 +136,9 @@ pub struct TensorStore {
     origin: String,
     tensors: BTreeMap<String, Tensor>,
     used: Mutex<BTreeSet<String>>,
+    /// Where networks built from this store live (the tensors are read to the CPU and moved
+    /// as the architecture asks for them).
+    device: Device,
 }
 
 impl std::fmt::Debug for TensorStore {
@@ -157,7 +164,7 @@ impl TensorStore {
             let t = to_f32(t).with_file(&origin)?;
             map.insert(k, t);
         }
-        Ok(Self { origin, tensors: map, used: Mutex::new(BTreeSet::new()) })
+        Ok(Self { origin, tensors: map, used: Mutex::new(BTreeSet::new()), device: Device::Cpu })
     }
 
     /// A store whose tensors are all zeros of the given shapes (no memory per tensor: each is a
@@ -236,13 +243,13 @@ impl TensorStore {
             .iter()
             .filter_map(|(k, t)| k.strip_prefix(prefix).map(|s| (s.to_string(), t.clone())))
             .collect();
-        Self { origin, tensors, used: Mutex::new(BTreeSet::new()) }
+        Self { origin, tensors, used: Mutex::new(BTreeSet::new()), device: self.device.clone() }
     }
 
     /// Removes `prefix` from every key that has it (e.g. DataParallel's `module.`, EDM's
     /// `model.`); keys without it stay as they are.
     pub fn strip_prefix(self, prefix: &str) -> Self {
-        let origin = self.origin;
+        let (origin, device) = (self.origin, self.device);
         let tensors = self
             .tensors
             .into_iter()
@@ -251,7 +258,13 @@ impl TensorStore {
                 None => (k, t),
             })
             .collect();
-        Self { origin, tensors, used: Mutex::new(BTreeSet::new()) }
+        Self { origin, tensors, used: Mutex::new(BTreeSet::new()), device }
+    }
+
+    /// The same store, building networks on `device` (e.g. a CUDA GPU).
+    pub fn on_device(mut self, device: &Device) -> Self {
+        self.device = device.clone();
+        self
     }
 
     /// The raw tensor `key` (not marked as used), if present.
@@ -325,6 +338,9 @@ impl WeightSource for TensorStore {
     }
     fn fixed_buffer(&self, key: &str, shape: &[usize]) -> LoadResult<()> {
         self.take(key, shape).map(|_| ())
+    }
+    fn device(&self) -> Device {
+        self.device.clone()
     }
 }
 
@@ -459,6 +475,9 @@ impl WeightSource for MappedSource<'_> {
             }),
         }
     }
+    fn device(&self) -> Device {
+        self.store.device.clone()
+    }
 }
 
 fn dims_n<const N: usize>(file: &str, key: &str, shape: &[usize]) -> LoadResult<[usize; N]> {
@@ -495,7 +514,12 @@ impl<'a> VarPath<'a> {
     }
     /// The tensor `name` of shape `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> LoadResult<Tensor> {
-        self.src.tensor(&self.key(name), shape)
+        let t = self.src.tensor(&self.key(name), shape)?;
+        t.to_device(&self.src.device()).with_file(self.src.origin())
+    }
+    /// The device the network is built on.
+    pub fn device(&self) -> Device {
+        self.src.device()
     }
     /// Whether `name` exists under this path.
     pub fn contains(&self, name: &str) -> bool {
