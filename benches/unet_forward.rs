@@ -47,7 +47,7 @@ fn full_size(dev: &Device) -> (UNet2DModel, usize, f32) {
         };
         tensors.push((k.clone(), t));
     }
-    let store = TensorStore::new("random", tensors).unwrap();
+    let store = TensorStore::new("random", tensors).unwrap().on_device(dev);
     (UNet2DModel::from_store(&cfg, &store).unwrap(), 3, 500.0)
 }
 

@@ -401,6 +401,9 @@ impl<'a> Tokenizer<'a> {
         let t0 = Instant::now();
         let pred = self.denoiser.predict(x, t)?;
         if let Some(tm) = &self.timings {
+            // A GPU runs the network asynchronously: wait for it, or its time would be counted
+            // where the codebook step first reads the prediction back.
+            x.device().synchronize()?;
             Timings::add(&tm.network_ns, t0);
             tm.nfe.fetch_add(1, Ordering::Relaxed);
         }

@@ -65,9 +65,9 @@ fn group_norm_matches_composite() {
     )
     .unwrap();
     let want = candle_core::Module::forward(&gn, &x).unwrap();
-    let got = ops::group_norm(&x, g, 1e-6, &w, &bi, false).unwrap();
+    let got = ops::group_norm(&x, g, 1e-6, &w, &bi, false, None).unwrap();
     assert!(max_abs(&got, &want) < 1e-5);
-    let got = ops::group_norm(&x, g, 1e-6, &w, &bi, true).unwrap();
+    let got = ops::group_norm(&x, g, 1e-6, &w, &bi, true, None).unwrap();
     assert!(max_abs(&got, &want.silu().unwrap()) < 1e-5);
 }
 

@@ -12,7 +12,7 @@
 # - cudarc (under candle) links dynamically against libcuda, libnvrtc, libcurand, libcublas and
 #   libcublasLt. On a machine without them we link against stub libraries that export every
 #   function cudarc declares, under the real sonames (libcuda.so.1, libnvrtc.so.13,
-#   libcurand.so.10, libcublas.so.13, libcublasLt.so.13); at run time the loader finds the real
+#   libcurand.so.10, libcublas.so.13, libcublasLt.so.13; libcudart.so.13 from the wheel); at run time the loader finds the real
 #   ones (set LD_LIBRARY_PATH to the folders holding the CUDA 13 libraries).
 # With a CUDA toolkit installed, plain `cargo build --release --features cuda` does the same.
 set -euo pipefail
@@ -29,7 +29,7 @@ for w in "$work"/whl/*.whl; do unzip -q -o "$w" -d "$work/x"; done
 cuda="$work/x/nvidia/cu13"
 chmod +x "$cuda"/bin/* "$cuda"/nvvm/bin/*
 # Stub libraries: one empty function per symbol cudarc declares for the library.
-src=$(cd "$here" && cargo metadata --format-version 1 | "$py" -c \
+src=$(cd "$here" && cargo metadata --format-version 1 --features cuda | "$py" -c \
   'import json,sys; print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"]=="cudarc").rsplit("/",1)[0] + "/src")')
 stub() { # name soname module
   grep -ohE '^\s+fn [A-Za-z0-9_]+\(' "$src/$3/sys/mod.rs" | sed -E 's/^\s+fn ([A-Za-z0-9_]+)\(/void \1(void){}/' | sort -u > "$work/stubs/$1.c"
@@ -37,6 +37,9 @@ stub() { # name soname module
 }
 stub cuda libcuda.so.1 driver; stub nvrtc libnvrtc.so.13 nvrtc; stub curand libcurand.so.10 curand
 stub cublas libcublas.so.13 cublas; stub cublasLt libcublasLt.so.13 cublaslt
+# candle-kernels' static MoE kernels link the CUDA runtime (-lcudart); the wheel has only the
+# versioned file.
+ln -sf "$cuda/lib/libcudart.so.13" "$work/stubs/libcudart.so"
 export CUDA_HOME="$cuda" PATH="$cuda/bin:$PATH" CUDA_COMPUTE_CAP="$cap" LIBRARY_PATH="$work/stubs"
 export CARGO_TARGET_DIR="$here/target/cuda"
 cd "$here"

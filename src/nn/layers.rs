@@ -54,6 +54,8 @@ pub struct GroupNorm {
     eps: f64,
     weight: Vec<f32>,
     bias: Vec<f32>,
+    /// The affine on the network's device when that is not the CPU.
+    resident: Option<ops::ResidentAffine>,
 }
 
 impl GroupNorm {
@@ -66,19 +68,22 @@ impl GroupNorm {
                 msg: format!("{}: {c} channels not divisible into {groups} groups", vb.key("")),
             });
         }
-        let weight = vb.get("weight", &[c])?.to_vec1::<f32>().with_file(&f)?;
-        let bias = vb.get("bias", &[c])?.to_vec1::<f32>().with_file(&f)?;
-        Ok(Self { groups, eps, weight, bias })
+        let (w, b) = (vb.get("weight", &[c])?, vb.get("bias", &[c])?);
+        let resident =
+            if w.device().is_cpu() { None } else { Some(ops::ResidentAffine { weight: w.clone(), bias: b.clone() }) };
+        let weight = w.to_vec1::<f32>().with_file(&f)?;
+        let bias = b.to_vec1::<f32>().with_file(&f)?;
+        Ok(Self { groups, eps, weight, bias, resident })
     }
 
     /// Normalises `x` `[B, C, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::group_norm(x, self.groups, self.eps, &self.weight, &self.bias, false)
+        ops::group_norm(x, self.groups, self.eps, &self.weight, &self.bias, false, self.resident.as_ref())
     }
 
     /// `silu(GroupNorm(x))`, fused.
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
-        ops::group_norm(x, self.groups, self.eps, &self.weight, &self.bias, true)
+        ops::group_norm(x, self.groups, self.eps, &self.weight, &self.bias, true, self.resident.as_ref())
     }
 }
 

@@ -104,6 +104,15 @@ fn normalize_group_body(xs: &[f32], out: &mut [f32], hw: usize, weight: &[f32], 
     }
 }
 
+/// A GroupNorm's affine `[C]` kept on a non-CPU device, for [`group_norm`]'s composite path.
+#[derive(Debug, Clone)]
+pub struct ResidentAffine {
+    /// Per-channel scale `[C]`.
+    pub weight: Tensor,
+    /// Per-channel shift `[C]`.
+    pub bias: Tensor,
+}
+
 simd::multiversion!(
     fn normalize_group(xs: &[f32], out: &mut [f32], hw: usize, weight: &[f32], bias: &[f32], eps: f64, silu: bool) =
         normalize_group_body
@@ -111,8 +120,17 @@ simd::multiversion!(
 
 /// GroupNorm over `[B, C, …]` with `groups` groups and per-channel affine `weight`/`bias`
 /// (`C` values each), optionally followed by SiLU. f32 only. On CPU this is one fused pass;
-/// elsewhere the composite candle ops.
-pub fn group_norm(x: &Tensor, groups: usize, eps: f64, weight: &[f32], bias: &[f32], silu: bool) -> Result<Tensor> {
+/// elsewhere the composite candle ops, with the affine taken from `resident` when given (no
+/// host-to-device copy, which on a GPU is a synchronising transfer per call).
+pub fn group_norm(
+    x: &Tensor,
+    groups: usize,
+    eps: f64,
+    weight: &[f32],
+    bias: &[f32],
+    silu: bool,
+    resident: Option<&ResidentAffine>,
+) -> Result<Tensor> {
     let c = x.dim(1)?;
     if !c.is_multiple_of(groups) || weight.len() != c || bias.len() != c {
         candle_core::bail!(
@@ -134,9 +152,11 @@ pub fn group_norm(x: &Tensor, groups: usize, eps: f64, weight: &[f32], bias: &[f
     let xn = xc.broadcast_div(&(var + eps)?.sqrt()?)?.reshape(dims.as_slice())?;
     let mut bshape = vec![1usize; dims.len()];
     bshape[1] = c;
-    let w = Tensor::from_slice(weight, bshape.as_slice(), x.device())?;
-    let bi = Tensor::from_slice(bias, bshape.as_slice(), x.device())?;
-    let y = xn.broadcast_mul(&w)?.broadcast_add(&bi)?;
+    let (w, bi) = match resident {
+        Some(r) if r.weight.device().same_device(x.device()) => (r.weight.clone(), r.bias.clone()),
+        _ => (Tensor::from_slice(weight, c, x.device())?, Tensor::from_slice(bias, c, x.device())?),
+    };
+    let y = xn.broadcast_mul(&w.reshape(bshape.as_slice())?)?.broadcast_add(&bi.reshape(bshape.as_slice())?)?;
     if silu {
         y.silu()
     } else {

@@ -1,0 +1,26 @@
+#!/bin/bash
+# Prepares the folder .gpu (ignored by git; give it to the GPU machine with the checkout) for
+# tools/gpu/check.sh and tools/gpu/bench.sh:
+#   .gpu/bin/{gddcm,unet_forward}.xz   the CUDA build (tools/build_cuda.sh), stripped, xz'd
+#   .gpu/g4/<config>/{tok,cpu}          CPU-encoded token files of assets/examples and their CPU decodes
+#   .gpu/whl/                           diffusers and its two missing needs, for tools/bench_torch.py
+#   .gpu/unet2d_ddpm_cifar10_32.keys.json, .gpu/built_in
+# Usage: tools/gpu/prepare.sh   (from the checkout; needs ../shared/fixtures and pip)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo /.gpu/ >> .git/info/exclude
+rm -rf .gpu && mkdir -p .gpu/bin .gpu/whl .gpu/g4
+tools/build_cuda.sh | tee .gpu/build.log
+strip -o .gpu/bin/gddcm target/cuda/release/gddcm
+strip -o .gpu/bin/unet_forward "$(grep -oE 'target/cuda/release/deps/unet_forward-[0-9a-f]+' .gpu/build.log | tail -1)"
+xz -T0 -6 .gpu/bin/gddcm .gpu/bin/unet_forward
+pwd > .gpu/built_in
+cp ../shared/fixtures/unet2d_ddpm_cifar10_32.keys.json .gpu/
+${PYTHON:-python3} -m pip download -q --no-deps --only-binary=:all: -d .gpu/whl diffusers==0.42.1 importlib_metadata zipp
+cargo build --release --bin gddcm
+for c in fmnist-edm fmnist-cm fmnist-rf fmnist-ddpm fmnist-ddpm-ddcm; do
+  m=${c%-ddcm}; x=(); [ "$c" != "$m" ] && x=(--ddcm)
+  target/release/gddcm encode --quiet -m "$m" "${x[@]}" -o .gpu/g4/$c/tok assets/examples/*.png > /dev/null
+  target/release/gddcm decode --quiet -o .gpu/g4/$c/cpu .gpu/g4/$c/tok/*.gddcm > /dev/null
+done
+du -sh .gpu
