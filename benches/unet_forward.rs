@@ -1,6 +1,9 @@
 //! Forward throughput of the full-size DDPM CIFAR-10 `UNet2DModel` (config and shapes from
 //! `../shared/fixtures/unet2d_ddpm_cifar10_32.keys.json`) on random weights, CPU f32, or with
-//! `GDDCM_BENCH_NET=bundled` of the bundled Fashion-MNIST network (`models/edm`).
+//! `GDDCM_BENCH_NET=bundled` of the bundled Fashion-MNIST network (`models/edm`), or with
+//! `GDDCM_BENCH_NET=edm-ddpmpp` of the full-size EDM SongUNet DDPM++ (CIFAR-10, 55.7M parameters,
+//! from `../shared/fixtures/edm_songunet_ddpmpp.full.keys.json`) on random weights; its PyTorch
+//! side is `tools/songunet_torch.py bench`.
 //!
 //! `cargo bench --bench unet_forward` prints images/s at batch 1 and 8 (median and best of
 //! `GDDCM_BENCH_ITERS` timed runs, default 5, after one warm-up) and the process CPU time per
@@ -20,7 +23,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use gddcm::family::Network;
-use gddcm::nn::{TensorStore, UNet2DConfig, UNet2DModel};
+use gddcm::nn::{SongUNet, SongUNetConfig, TensorStore, UNet2DConfig, UNet2DModel};
 
 /// utime + stime of this process in seconds (Linux), if available.
 fn cpu_seconds() -> Option<f64> {
@@ -31,14 +34,17 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// The full-size DDPM CIFAR-10 UNet on random weights, from the fixtures' key manifest.
-fn full_size(dev: &Device) -> (UNet2DModel, usize, f32) {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/unet2d_ddpm_cifar10_32.keys.json");
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap();
-    let cfg: UNet2DConfig = serde_json::from_value(m["config_assumed"].clone()).unwrap();
+/// A fixtures manifest (`../shared/fixtures/NAME`).
+fn manifest(name: &str) -> serde_json::Value {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+/// Random weights of the given shapes on `dev` (GroupNorm scales 1, everything else N(0, 0.02²);
+/// EDM's `resample_filter` buffers only have their shape checked).
+fn random_store(shapes: &serde_json::Map<String, serde_json::Value>, dev: &Device) -> TensorStore {
     let mut tensors = Vec::new();
-    for (k, s) in m["state_dict_shapes_modern"].as_object().unwrap() {
+    for (k, s) in shapes {
         let shape: Vec<usize> = s.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
         let t = if k.contains("norm") && k.ends_with("weight") {
             Tensor::ones(shape.as_slice(), candle_core::DType::F32, dev).unwrap()
@@ -47,16 +53,32 @@ fn full_size(dev: &Device) -> (UNet2DModel, usize, f32) {
         };
         tensors.push((k.clone(), t));
     }
-    let store = TensorStore::new("random", tensors).unwrap().on_device(dev);
-    (UNet2DModel::from_store(&cfg, &store).unwrap(), 3, 500.0)
+    TensorStore::new("random", tensors).unwrap().on_device(dev)
+}
+
+/// The full-size DDPM CIFAR-10 UNet on random weights, from the fixtures' key manifest.
+fn full_size(dev: &Device) -> (Box<dyn Network>, usize, f32) {
+    let m = manifest("unet2d_ddpm_cifar10_32.keys.json");
+    let cfg: UNet2DConfig = serde_json::from_value(m["config_assumed"].clone()).unwrap();
+    let store = random_store(m["state_dict_shapes_modern"].as_object().unwrap(), dev);
+    (Box::new(UNet2DModel::from_store(&cfg, &store).unwrap()), 3, 500.0)
+}
+
+/// The full-size EDM SongUNet DDPM++ (CIFAR-10) on random weights; the noise label is EDM's
+/// c_noise = ln(σ)/4 for σ ≈ 0.3.
+fn edm_ddpmpp(dev: &Device) -> (Box<dyn Network>, usize, f32) {
+    let m = manifest("edm_songunet_ddpmpp.full.keys.json");
+    let cfg = SongUNetConfig::from_edm_json(&m["constructor"], "edm_songunet_ddpmpp.full.keys.json").unwrap();
+    let store = random_store(m["keys"].as_object().unwrap(), dev);
+    (Box::new(SongUNet::from_edm_store(&cfg, &store).unwrap()), 3, -0.3)
 }
 
 /// The bundled Fashion-MNIST EDM network (`models/edm`, trained weights).
-fn bundled(dev: &Device) -> (UNet2DModel, usize, f32) {
+fn bundled(dev: &Device) -> (Box<dyn Network>, usize, f32) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/edm");
     let cfg = UNet2DConfig::from_file(dir.join("config.json")).unwrap();
     let net = UNet2DModel::load_files(&cfg, dir.join("diffusion_pytorch_model.safetensors"), dev).unwrap();
-    (net, 1, 0.3)
+    (Box::new(net), 1, 0.3)
 }
 
 fn main() {
@@ -82,11 +104,12 @@ fn run() {
     let which = std::env::var("GDDCM_BENCH_NET").unwrap_or_else(|_| "ddpm-cifar10".into());
     let ((net, channels, t_label), name) = match which.as_str() {
         "bundled" => (bundled(&dev), "fmnist-edm bundled (0.98M params)"),
+        "edm-ddpmpp" => (edm_ddpmpp(&dev), "EDM SongUNet DDPM++ cifar10-32 (55.7M params)"),
         _ => (full_size(&dev), "ddpm-cifar10-32 (35.7M params)"),
     };
     let iters: usize = std::env::var("GDDCM_BENCH_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     println!(
-        "candle UNet2DModel {name}, device={dev:?}, threads={}, ops={}",
+        "candle {name}, device={dev:?}, threads={}, ops={}",
         rayon::current_num_threads(),
         if gddcm::nn::ops::use_candle_ops() { "candle built-in" } else { "gddcm::nn::ops" }
     );

@@ -7,6 +7,11 @@
 ///
 /// - fixes `RAYON_NUM_THREADS` (default: the available cores) and builds rayon's global pool
 ///   with it: candle otherwise asks the OS for the CPU count on every parallel op;
+/// - stops candle's elementwise worker threads from spinning between ops (unless
+///   `CANDLE_BARRIER_POOL_SPIN_LIMIT` is set): candle 0.11 runs large elementwise ops on a pool
+///   of its own whose idle workers spin 25,000 times before they sleep, on the cores where
+///   rayon's threads are running the convolutions. With two threads that cost 25% of the wall
+///   time of a full-size SongUNet forward at batch 1 and 5% at batch 8 (BENCHMARKS.md);
 /// - on glibc, keeps freed memory in the process for reuse. By default glibc maps every
 ///   allocation above 128 KiB–32 MiB afresh and unmaps it when freed, so each op's output
 ///   costs page faults and the kernel's zeroing of its pages again on every forward (~3% of
@@ -15,6 +20,9 @@ pub fn prepare_process() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0");
     }
     // Worker stacks as large as a main thread's: `on_pool` runs whole programs on one. An
     // error means the pool already exists, which only costs the larger stack.
