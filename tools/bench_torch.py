@@ -17,13 +17,31 @@ import sys
 import time
 
 import torch
-from diffusers import UNet2DModel
 
 here = os.path.dirname(os.path.abspath(__file__))
 manifest = os.path.join(here, "..", "..", "shared", "fixtures", "unet2d_ddpm_cifar10_32.keys.json")
 
 
+def time_forwards(net, x, t, iters, sync=lambda: None):
+    """Times `iters` forwards `net(x, t)` (after the caller's warm-up); prints the median and best
+    wall time and the process CPU time per forward, in the format of benches/unet_forward.rs."""
+    b = x.shape[0]
+    times = []
+    c0 = time.process_time()
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        net(x, t)
+        sync()
+        times.append(time.perf_counter() - t0)
+    cpu = (time.process_time() - c0) / iters
+    med, best = statistics.median(times), min(times)
+    print(f"batch {b}: median {med*1e3:.1f} ms/forward, {b/med:.2f} images/s; "
+          f"best {best*1e3:.1f} ms, {b/best:.2f} images/s; cpu {cpu*1e3:.0f} ms/forward")
+
+
 def main():
+    from diffusers import UNet2DModel
+
     iters = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 2)
     batches = [int(b) for b in sys.argv[3].split(",")] if len(sys.argv) > 3 else [1, 8]
@@ -54,17 +72,7 @@ def main():
                 for _ in range(3 if device == "cuda" else 1):
                     net(x, t)
                 sync()
-                times = []
-                c0 = time.process_time()
-                for _ in range(iters):
-                    t0 = time.perf_counter()
-                    net(x, t)
-                    sync()
-                    times.append(time.perf_counter() - t0)
-                cpu = (time.process_time() - c0) / iters
-                med, best = statistics.median(times), min(times)
-                print(f"batch {b}: median {med*1e3:.1f} ms/forward, {b/med:.2f} images/s; "
-                      f"best {best*1e3:.1f} ms, {b/best:.2f} images/s; cpu {cpu*1e3:.0f} ms/forward")
+                time_forwards(net, x, t, iters, sync)
 
 
 if __name__ == "__main__":

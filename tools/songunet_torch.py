@@ -14,9 +14,7 @@ PyTorch side of the SongUNet forward benchmark (issue 6). State-dict keys are ED
 import json
 import math
 import os
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -160,6 +158,8 @@ def check():
 
 
 def bench(iters, threads, batches):
+    from bench_torch import time_forwards
+
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = SongUNetDDPMpp().eval()
@@ -174,16 +174,7 @@ def bench(iters, threads, batches):
         for b in batches:
             x, c = torch.randn(b, 3, 32, 32), torch.full((b,), -0.3)
             net(x, c)
-            times, c0 = [], time.process_time()
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                net(x, c)
-                times.append(time.perf_counter() - t0)
-            cpu = (time.process_time() - c0) / iters
-            med, best = statistics.median(times), min(times)
-            print(f"batch {b}: median {med*1e3:.1f} ms/forward, {b/med:.2f} images/s; "
-                  f"best {best*1e3:.1f} ms, {b/best:.2f} images/s; cpu {cpu*1e3:.0f} ms/forward")
-
+            time_forwards(net, x, c, iters)
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "check":
