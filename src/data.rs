@@ -141,16 +141,11 @@ impl Image {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename, so a
-/// reader never sees a half-written file and an interrupted run loses nothing.
+/// Writes `bytes` to `path` atomically ([`crate::atomic::write`]), creating its folder first.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path).with_context(|| format!("cannot move the finished file to {}", path.display()))?;
-    Ok(())
+    crate::atomic::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Where Debian's `dataset-fashion-mnist` package installs the IDX files.

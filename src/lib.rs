@@ -19,6 +19,7 @@
 //! - [`search`]: the parameter search of SPEC 8 (`gddcm search`).
 //! - [`rd`]: rate–distortion sweeps over K × N and their plots (`gddcm rd`).
 
+pub mod atomic;
 pub mod codebook;
 pub mod codec;
 pub mod data;

@@ -41,7 +41,7 @@ mod error;
 mod pack;
 
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -968,22 +968,7 @@ impl TokenFile {
     pub fn write_atomic(&self, path: impl AsRef<Path>) -> Result<(), FormatError> {
         let path = path.as_ref();
         let bytes = self.to_bytes()?;
-        let io = |source| FormatError::Io { path: path.to_owned(), source };
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::Builder::new().prefix(".gddcm-").suffix(".tmp").tempfile_in(dir).map_err(io)?;
-        tmp.write_all(&bytes).map_err(io)?;
-        // tempfile creates 0600; a token file is ordinary data.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
-        }
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        Ok(())
+        crate::atomic::write(path, &bytes).map_err(|source| FormatError::Io { path: path.to_owned(), source })
     }
 
     /// Reads and parses a token file ([`TokenFile::from_bytes`]); refuses to read more than
