@@ -356,11 +356,20 @@ impl TokenizerArgs {
     }
 }
 
+/// The compute device named by `--device`. The CUDA device is made once per process: each
+/// `Device::new_cuda` is a distinct device to candle (own id, kernel cache, cuBLAS handle), so
+/// a model loaded on one and its inputs made on another would not share resident tensors.
 fn device(name: &str) -> Result<Device> {
+    static CUDA: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
     match name {
         "cpu" => Ok(Device::Cpu),
         "cuda" => {
-            Device::new_cuda(0).context("no CUDA device (build with --features cuda on a machine with an NVIDIA GPU)")
+            if let Some(d) = CUDA.get() {
+                return Ok(d.clone());
+            }
+            let d = Device::new_cuda(0)
+                .context("no CUDA device (build with --features cuda on a machine with an NVIDIA GPU)")?;
+            Ok(CUDA.get_or_init(|| d).clone())
         }
         other => bail!("unknown device '{other}' (cpu or cuda)"),
     }
