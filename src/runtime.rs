@@ -10,8 +10,9 @@
 /// - stops candle's elementwise worker threads from spinning between ops (unless
 ///   `CANDLE_BARRIER_POOL_SPIN_LIMIT` is set): candle 0.11 runs large elementwise ops on a pool
 ///   of its own whose idle workers spin 25,000 times before they sleep, on the cores where
-///   rayon's threads are running the convolutions. With two threads that cost 25% of the wall
-///   time of a full-size SongUNet forward at batch 1 and 5% at batch 8 (BENCHMARKS.md);
+///   rayon's threads are running the convolutions. With two threads that made a full-size
+///   SongUNet forward ~300 instead of ~240 ms at batch 1 and ~3% slower at batch 8
+///   (BENCHMARKS.md);
 /// - on glibc, keeps freed memory in the process for reuse. By default glibc maps every
 ///   allocation above 128 KiB–32 MiB afresh and unmaps it when freed, so each op's output
 ///   costs page faults and the kernel's zeroing of its pages again on every forward (~3% of
