@@ -4,15 +4,7 @@
 # tools/gpu/prepare.sh; writes to $OUT.
 cd "$(dirname "$0")/../.." || exit 1
 exec > >(tee $OUT/log2.txt) 2>&1
-T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-for f in .gpu/bin/*.xz; do xz -d -T0 -k "$f"; done; chmod +x .gpu/bin/gddcm .gpu/bin/unet_forward
-export LD_LIBRARY_PATH=/usr/local/cuda/targets/x86_64-linux/lib:$LD_LIBRARY_PATH
-# The forward bench reads models/ and ../shared/fixtures/ from the folder it was built in.
-M=$(cat .gpu/built_in); mkdir -p "$M/../shared/fixtures" && cp .gpu/unet2d_ddpm_cifar10_32.keys.json "$M/../shared/fixtures/"
-[ -e "$M" ] || ln -s "$PWD" "$M"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site
-B=.gpu/bin/gddcm
+. tools/gpu/setup.sh
 el "forward, full-size DDPM CIFAR-10 UNet, random weights"
 GDDCM_BENCH_DEVICE=cuda GDDCM_BENCH_BATCHES=1,8,64,256 GDDCM_BENCH_ITERS=10 timeout 90 .gpu/bin/unet_forward
 GDDCM_BENCH_DEVICE=cuda timeout 60 python3 tools/bench_torch.py 10 16 1,8,64,256

@@ -4,19 +4,7 @@
 # NVIDIA GPU and PyTorch. Needs the folder .gpu made by tools/gpu/prepare.sh; writes to $OUT.
 cd "$(dirname "$0")/../.." || exit 1
 exec > >(tee $OUT/log.txt) 2>&1
-T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv
-lscpu | grep -E 'Model name|^CPU\(s\)'
-for f in .gpu/bin/*.xz; do xz -d -T0 -k "$f"; done; chmod +x .gpu/bin/gddcm .gpu/bin/unet_forward
-L=""; for so in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13 libcudart.so.13; do
-  p=$(find /usr/local/cuda/ /usr/local/cuda*/ /opt /usr/lib -name "$so" 2>/dev/null | head -1); echo "$so -> $p"; L="$L:$(dirname "$p")"; done
-export LD_LIBRARY_PATH="${L#:}:$LD_LIBRARY_PATH"
-ldd .gpu/bin/gddcm | grep -E 'cuda|cublas|curand|nvrtc|not found'
-# The forward bench reads models/ and ../shared/fixtures/ from the folder it was built in.
-M=$(cat .gpu/built_in); mkdir -p "$M/../shared/fixtures" && cp .gpu/unet2d_ddpm_cifar10_32.keys.json "$M/../shared/fixtures/"
-[ -e "$M" ] || ln -s "$PWD" "$M"
-B=.gpu/bin/gddcm
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site
+. tools/gpu/setup.sh
 CFGS="fmnist-edm fmnist-cm fmnist-rf fmnist-ddpm fmnist-ddpm-ddcm"
 el "1. G4: decode the CPU-encoded files on the GPU"
 mkdir -p $OUT/w/g4gpu $OUT/w/gpuenc
