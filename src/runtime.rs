@@ -13,6 +13,11 @@
 ///   rayon's threads are running the convolutions. With two threads that made a full-size
 ///   SongUNet forward ~300 instead of ~240 ms at batch 1 and ~3% slower at batch 8
 ///   (BENCHMARKS.md);
+/// - keeps f32 convolutions and matrix products in full f32 on NVIDIA GPUs (sets
+///   `NVIDIA_TF32_OVERRIDE=0` unless it is set): cuDNN's default math mode runs f32
+///   convolutions in TF32 (10-bit mantissas) on Ampere and later, which moves the network's
+///   outputs far beyond float noise, so tokens chosen on the GPU would stop decoding on the CPU
+///   to the same image (SPEC 5 G4). Set it to 1 to trade that for speed;
 /// - on glibc, keeps freed memory in the process for reuse. By default glibc maps every
 ///   allocation above 128 KiB–32 MiB afresh and unmaps it when freed, so each op's output
 ///   costs page faults and the kernel's zeroing of its pages again on every forward (~3% of
@@ -24,6 +29,9 @@ pub fn prepare_process() {
     }
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0");
+    }
+    if std::env::var_os("NVIDIA_TF32_OVERRIDE").is_none() {
+        std::env::set_var("NVIDIA_TF32_OVERRIDE", "0");
     }
     // Worker stacks as large as a main thread's: `on_pool` runs whole programs on one. An
     // error means the pool already exists, which only costs the larger stack.

@@ -3,7 +3,10 @@
 # CUDA toolkit, for a machine with an NVIDIA driver for CUDA 13 and the CUDA 13 libraries
 # (cuBLAS, cuBLASLt, cuRAND, NVRTC), e.g. any machine with PyTorch cu130 installed.
 #
-#   tools/build_cuda.sh [WORKDIR (default target/cuda-toolchain)] [COMPUTE_CAP (default 90)]
+#   [FEATURES=cuda,cudnn] tools/build_cuda.sh [WORKDIR (default target/cuda-toolchain)] [COMPUTE_CAP (default 90)]
+#
+# FEATURES defaults to `cuda`; `cuda,cudnn` runs the convolutions through cuDNN 9 (libcudnn.so.9
+# must then be on the GPU machine too, e.g. PyTorch's nvidia-cudnn wheel).
 #
 # What it does, and why:
 # - nvcc, cicc and the CUDA headers come from NVIDIA's PyPI wheels (nvidia-cuda-nvcc, -nvvm,
@@ -29,7 +32,7 @@ for w in "$work"/whl/*.whl; do unzip -q -o "$w" -d "$work/x"; done
 cuda="$work/x/nvidia/cu13"
 chmod +x "$cuda"/bin/* "$cuda"/nvvm/bin/*
 # Stub libraries: one empty function per symbol cudarc declares for the library.
-src=$(cd "$here" && cargo metadata --format-version 1 --features cuda | "$py" -c \
+src=$(cd "$here" && cargo metadata --format-version 1 --features cudnn | "$py" -c \
   'import json,sys; print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"]=="cudarc").rsplit("/",1)[0] + "/src")')
 stub() { # name soname module
   grep -ohE '^\s+fn [A-Za-z0-9_]+\(' "$src/$3/sys/mod.rs" | sed -E 's/^\s+fn ([A-Za-z0-9_]+)\(/void \1(void){}/' | sort -u > "$work/stubs/$1.c"
@@ -37,12 +40,14 @@ stub() { # name soname module
 }
 stub cuda libcuda.so.1 driver; stub nvrtc libnvrtc.so.13 nvrtc; stub curand libcurand.so.10 curand
 stub cublas libcublas.so.13 cublas; stub cublasLt libcublasLt.so.13 cublaslt
+stub cudnn libcudnn.so.9 cudnn
 # candle-kernels' static MoE kernels link the CUDA runtime (-lcudart); the wheel has only the
 # versioned file.
 ln -sf "$cuda/lib/libcudart.so.13" "$work/stubs/libcudart.so"
 export CUDA_HOME="$cuda" PATH="$cuda/bin:$PATH" CUDA_COMPUTE_CAP="$cap" LIBRARY_PATH="$work/stubs"
 export CARGO_TARGET_DIR="$here/target/cuda"
 cd "$here"
-cargo build --release --features cuda --bin gddcm
-cargo bench --features cuda --bench unet_forward --no-run 2>&1 | tee "$work/bench-build.log"
+features=${FEATURES:-cuda}
+cargo build --release --features "$features" --bin gddcm
+cargo bench --features "$features" --bench unet_forward --no-run 2>&1 | tee "$work/bench-build.log"
 echo "built: $CARGO_TARGET_DIR/release/gddcm and $(grep -oE 'target/cuda/release/deps/unet_forward-[0-9a-f]+' "$work/bench-build.log" | tail -1)"
