@@ -16,8 +16,11 @@
 
 use super::{box_muller, philox4x32_10, M0, M1, W0, W1};
 
-/// Philox counters per pass (each gives 4 values).
-const L: usize = 8;
+/// Philox counters per pass (each gives 4 values). Four AVX-512 vectors of f64 per variable:
+/// each value's chain (Philox's 10 rounds, then `ln` → `sqrt`, and `sincos`) is long and
+/// serial, and independent vectors in flight hide its latency. 8 (one vector) ran at 3.4 ns
+/// per value, 16 at 3.0, 32 at 2.7, 64 at 2.9 (register spills); BENCHMARKS.md.
+const L: usize = 32;
 
 /// Philox4x32-10 of the counters `(c0[l], c1[l], c2[l], c3[l])`, in place.
 #[inline(always)]
@@ -192,7 +195,7 @@ fn entry_body(key: [u32; 2], stream: u32, i: u32, j: u32, out: &mut [f32]) {
 
 crate::nn::simd::multiversion!(
     /// Entry `j` of codebook `i` on `stream` into `out`, bit-identical to the scalar
-    /// definition, 32 values per pass.
+    /// definition, 128 values per pass.
     pub(super) fn entry_into(key: [u32; 2], stream: u32, i: u32, j: u32, out: &mut [f32]) = entry_body
 );
 

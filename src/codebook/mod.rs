@@ -75,7 +75,7 @@ impl Codebooks {
     }
 
     /// Writes entry `j` of codebook `i` on `stream` into `out` (length `dim`).
-    /// (32 values per pass, vectorised, bit-identical to [`philox4x32_10`] + [`box_muller`]
+    /// (128 values per pass, vectorised, bit-identical to [`philox4x32_10`] + [`box_muller`]
     /// value by value: see `lanes.rs`.)
     pub fn entry_into(&self, stream: u32, i: u32, j: u32, out: &mut [f32]) {
         debug_assert_eq!(out.len(), self.dim);
