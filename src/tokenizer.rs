@@ -14,8 +14,8 @@ use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::codebook::{Codebooks, STREAM_CODEBOOK, STREAM_INIT};
-use crate::family::{Denoiser, Family};
+use crate::codebook::{Codebook, Codebooks, STREAM_CODEBOOK, STREAM_INIT};
+use crate::family::{Denoiser, Family, Prediction};
 use crate::marginal::{Marginal, Mixing, StepCoeffs};
 use crate::schedule::{integer_grid, rho_grid, total_repeats, Interval};
 
@@ -143,16 +143,27 @@ pub struct Encoded {
 }
 
 /// How the loop obtains the index of each codeword: chosen (encoder) or read (decoder).
-trait Chooser {
+trait Chooser: Send {
     /// Indices (one per image) into codebook `i` of `stream`, which has `k` entries; `x0h` is
     /// the current clean-image prediction (or `x_ref` for the initial point).
     fn choose(&mut self, stream: u32, i: u32, k: u32, x0h: &Tensor) -> Result<Vec<u32>>;
+
+    /// Called while the network evaluates the step whose codebook `i` (of `stream`, `k`
+    /// entries) `choose` will take next: a chooser may get it ready meanwhile.
+    fn prefetch(&mut self, _stream: u32, _i: u32, _k: u32) {}
 }
+
+/// The largest codebook the encoder holds in memory to generate it during the network
+/// evaluation (values; 64 MiB). Larger ones (K = 4096 at 3 × 64 × 64) are generated and
+/// scored block by block after it, never held whole.
+const MAX_HELD_CODEBOOK: usize = 16 << 20;
 
 struct Encoder<'a> {
     codebooks: Codebooks,
     target: &'a [Vec<f32>],
     tokens: Tokens,
+    /// The codebook of the coming `choose`, if `prefetch` generated it.
+    held: Option<Codebook>,
 }
 
 impl Chooser for Encoder<'_> {
@@ -161,7 +172,10 @@ impl Chooser for Encoder<'_> {
         let residuals: Vec<Vec<f32>> =
             self.target.iter().zip(&x0h).map(|(t, p)| t.iter().zip(p).map(|(a, b)| a - b).collect()).collect();
         let refs: Vec<&[f32]> = residuals.iter().map(|r| r.as_slice()).collect();
-        let chosen = self.codebooks.argmax(stream, i, k, &refs); // eq. 14
+        let chosen = match self.held.take() {
+            Some(cb) if (cb.stream, cb.i, cb.k) == (stream, i, k) => cb.argmax(&refs), // eq. 14
+            _ => self.codebooks.argmax(stream, i, k, &refs),
+        };
         for (b, &j) in chosen.iter().enumerate() {
             if stream == STREAM_INIT {
                 self.tokens.init_index[b] = Some(j);
@@ -170,6 +184,12 @@ impl Chooser for Encoder<'_> {
             }
         }
         Ok(chosen)
+    }
+
+    fn prefetch(&mut self, stream: u32, i: u32, k: u32) {
+        if k as usize * self.codebooks.dim <= MAX_HELD_CODEBOOK {
+            self.held = Some(self.codebooks.generate(stream, i, k));
+        }
     }
 }
 
@@ -203,7 +223,9 @@ impl Chooser for Decoder<'_> {
 pub struct Timings {
     /// Time inside `Denoiser::predict` (the NFEs).
     pub network_ns: AtomicU64,
-    /// Time choosing and generating codewords (and the I3 initial point's).
+    /// Time choosing and generating codewords (and the I3 initial point's), and the part of
+    /// the encoder's generation of a step's codebook that outlasted the network evaluation it
+    /// ran beside (`Tokenizer::predict_and_prefetch`).
     pub codebook_ns: AtomicU64,
     /// Network evaluations.
     pub nfe: AtomicU64,
@@ -289,6 +311,7 @@ impl<'a> Tokenizer<'a> {
             codebooks: self.codebooks(),
             target: &target,
             tokens: Tokens { indices: vec![Vec::new(); b], init_index: vec![None; b] },
+            held: None,
         };
         let reconstruction = self.run(&mut enc, b, x_tgt.device())?;
         Ok(Encoded { tokens: enc.tokens, reconstruction })
@@ -342,7 +365,7 @@ impl<'a> Tokenizer<'a> {
         let mut x = self.initial_point(ch, grid[0], batch, dev)?;
         for (i, w) in grid.windows(2).enumerate() {
             let (t, t_next) = (w[0], w[1]);
-            let pred = self.predict(&x, t)?;
+            let pred = self.predict_and_prefetch(&x, t, ch, i as u32)?;
             let c = self.codewords(ch, i as u32, &pred.x0)?;
             let h = t - t_next;
             x = apply(m.step(t, t_next, t - h / p, p, self.config.mixing), &pred.x0, &pred.eps, Some(&c))?;
@@ -367,7 +390,7 @@ impl<'a> Tokenizer<'a> {
         let mut i = 0u32;
         for interval in schedule {
             for _ in 0..interval.repeats {
-                let pred = self.predict(&x, t)?;
+                let pred = self.predict_and_prefetch(&x, t, ch, i)?;
                 let c = self.codewords(ch, i, &pred.x0)?;
                 x = apply(m.step(t, t, t - interval.delta, 0.0, self.config.mixing), &pred.x0, &pred.eps, Some(&c))?;
                 i += 1;
@@ -397,7 +420,7 @@ impl<'a> Tokenizer<'a> {
         Ok(x)
     }
 
-    fn predict(&self, x: &Tensor, t: f64) -> Result<crate::family::Prediction> {
+    fn predict(&self, x: &Tensor, t: f64) -> Result<Prediction> {
         let t0 = Instant::now();
         let pred = self.denoiser.predict(x, t)?;
         if let Some(tm) = &self.timings {
@@ -411,6 +434,30 @@ impl<'a> Tokenizer<'a> {
             pb.inc(1);
         }
         Ok(pred)
+    }
+
+    /// [`Self::predict`], while the chooser gets codebook `i` ready on the other threads: a
+    /// codebook is a function of the seed and `i` alone (SPEC 5), so generating it need not
+    /// wait for the prediction it is scored against, and on the CPU it fills the cores the
+    /// network leaves idle (on a GPU, the host's). With one thread it is left to `choose`.
+    fn predict_and_prefetch(&self, x: &Tensor, t: f64, ch: &mut dyn Chooser, i: u32) -> Result<Prediction> {
+        if rayon::current_num_threads() < 2 {
+            return self.predict(x, t);
+        }
+        let k = self.config.k;
+        let ((pred, network_end), prefetch_end) = rayon::join(
+            || (self.predict(x, t), Instant::now()),
+            || {
+                ch.prefetch(STREAM_CODEBOOK, i, k);
+                Instant::now()
+            },
+        );
+        if let Some(tm) = &self.timings {
+            // Only the generation's time beyond the network's costs anything: codebook time.
+            let beyond = prefetch_end.saturating_duration_since(network_end);
+            tm.codebook_ns.fetch_add(beyond.as_nanos() as u64, Ordering::Relaxed);
+        }
+        pred
     }
 
     /// Chooses (or reads) the indices of token `i` and generates their codewords.

@@ -97,31 +97,92 @@ impl Codebooks {
     /// pass over each residual was 1.5× faster at B = 64 with 4-wide SSE2 loops; since the
     /// loops are compiled for AVX-512/AVX2 it is 10–25% slower than this, BENCHMARKS.md.)
     pub fn argmax(&self, stream: u32, i: u32, k: u32, residuals: &[&[f32]]) -> Vec<u32> {
-        assert!(residuals.iter().all(|r| r.len() == self.dim), "residual length must equal the codebook dimension");
-        const BLOCK: u32 = 32;
-        let best = (0..k.div_ceil(BLOCK))
-            .into_par_iter()
-            .map(|blk| {
-                let mut buf = vec![0.0f32; self.dim];
-                let mut best = vec![(f32::NEG_INFINITY, u32::MAX); residuals.len()];
-                for j in blk * BLOCK..((blk + 1) * BLOCK).min(k) {
-                    self.entry_into(stream, i, j, &mut buf);
-                    for (b, r) in residuals.iter().enumerate() {
-                        let score = dot(&buf, r);
-                        if score > best[b].0 {
-                            best[b] = (score, j);
-                        }
+        blocked_argmax(Entries::Generated { codebooks: self, stream, i }, self.dim, k, residuals)
+    }
+
+    /// All `k` entries of codebook `i` on `stream`, generated in parallel and kept, for a
+    /// caller that can generate them while it waits for something else (the encoder does so
+    /// during the network evaluation of the same step, `tokenizer.rs`). Its
+    /// [`Codebook::argmax`] gives [`Codebooks::argmax`]'s indices.
+    pub fn generate(&self, stream: u32, i: u32, k: u32) -> Codebook {
+        let mut entries = vec![0.0f32; k as usize * self.dim];
+        entries.par_chunks_mut(self.dim * 8).enumerate().for_each(|(block, chunk)| {
+            for (e, out) in chunk.chunks_exact_mut(self.dim).enumerate() {
+                self.entry_into(stream, i, (block * 8 + e) as u32, out);
+            }
+        });
+        Codebook { stream, i, k, dim: self.dim, entries }
+    }
+}
+
+/// The entries of one codebook, held in memory ([`Codebooks::generate`]): `k × dim` values,
+/// entry by entry.
+#[derive(Debug, Clone)]
+pub struct Codebook {
+    /// The counter stream and codebook index it was generated for.
+    pub stream: u32,
+    pub i: u32,
+    /// Its number of entries.
+    pub k: u32,
+    dim: usize,
+    entries: Vec<f32>,
+}
+
+impl Codebook {
+    /// Entry `j`.
+    pub fn entry(&self, j: u32) -> &[f32] {
+        &self.entries[j as usize * self.dim..(j as usize + 1) * self.dim]
+    }
+
+    /// As [`Codebooks::argmax`] (same scores, same ties), over the held entries.
+    pub fn argmax(&self, residuals: &[&[f32]]) -> Vec<u32> {
+        blocked_argmax(Entries::Held(self), self.dim, self.k, residuals)
+    }
+}
+
+/// Where [`blocked_argmax`] gets entry `j`: generated on the fly, or from memory.
+#[derive(Clone, Copy)]
+enum Entries<'a> {
+    Generated { codebooks: &'a Codebooks, stream: u32, i: u32 },
+    Held(&'a Codebook),
+}
+
+/// `argmax_{j<k} <entry j, r_b>` per residual, ties to the smallest `j` (eq. 14), over blocks of
+/// entries in parallel.
+fn blocked_argmax(entries: Entries, dim: usize, k: u32, residuals: &[&[f32]]) -> Vec<u32> {
+    assert!(residuals.iter().all(|r| r.len() == dim), "residual length must equal the codebook dimension");
+    const BLOCK: u32 = 32;
+    let best = (0..k.div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|blk| {
+            let mut buf = match entries {
+                Entries::Generated { .. } => vec![0.0f32; dim],
+                Entries::Held(_) => Vec::new(),
+            };
+            let mut best = vec![(f32::NEG_INFINITY, u32::MAX); residuals.len()];
+            for j in blk * BLOCK..((blk + 1) * BLOCK).min(k) {
+                let entry = match entries {
+                    Entries::Generated { codebooks, stream, i } => {
+                        codebooks.entry_into(stream, i, j, &mut buf);
+                        &buf[..]
+                    }
+                    Entries::Held(cb) => cb.entry(j),
+                };
+                for (b, r) in residuals.iter().enumerate() {
+                    let score = dot(entry, r);
+                    if score > best[b].0 {
+                        best[b] = (score, j);
                     }
                 }
-                best
-            })
-            .reduce_with(|a, b| {
-                a.into_iter().zip(b).map(|(x, y)| if y.0 > x.0 || (y.0 == x.0 && y.1 < x.1) { y } else { x }).collect()
-            })
-            .unwrap_or_default();
-        // A NaN residual scores nothing: fall back to entry 0 so the stream stays decodable.
-        best.into_iter().map(|(_, j)| if j == u32::MAX { 0 } else { j }).collect()
-    }
+            }
+            best
+        })
+        .reduce_with(|a, b| {
+            a.into_iter().zip(b).map(|(x, y)| if y.0 > x.0 || (y.0 == x.0 && y.1 < x.1) { y } else { x }).collect()
+        })
+        .unwrap_or_default();
+    // A NaN residual scores nothing: fall back to entry 0 so the stream stays decodable.
+    best.into_iter().map(|(_, j)| if j == u32::MAX { 0 } else { j }).collect()
 }
 
 crate::nn::simd::multiversion!(
@@ -172,6 +233,9 @@ mod tests {
         let refs: Vec<&[f32]> = res.iter().map(|r| r.as_slice()).collect();
         for k in [1, 2, 3, 5, 33, 70] {
             let got = cb.argmax(STREAM_CODEBOOK, 4, k, &refs);
+            let held = cb.generate(STREAM_CODEBOOK, 4, k);
+            assert_eq!(held.argmax(&refs), got, "K {k}: held entries");
+            assert!((0..k).all(|j| held.entry(j) == cb.entry(STREAM_CODEBOOK, 4, j).as_slice()));
             for (b, r) in res.iter().enumerate() {
                 let scores: Vec<f32> = (0..k).map(|j| dot(&cb.entry(STREAM_CODEBOOK, 4, j), r)).collect();
                 let best = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
