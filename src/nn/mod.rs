@@ -23,6 +23,10 @@
 //! [`LoadError`] naming the file and the key.
 
 pub mod checkpoints;
+#[cfg(feature = "cuda")]
+mod cuda_kernels;
+#[cfg(feature = "cudnn")]
+mod cudnn_conv;
 #[cfg(target_arch = "x86_64")]
 mod direct_conv;
 pub mod keymaps;

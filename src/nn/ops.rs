@@ -8,6 +8,8 @@
 //! accurate as PyTorch's (NETWORKS.md §5).
 
 use std::cell::RefCell;
+#[cfg(feature = "cuda")]
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
@@ -27,6 +29,41 @@ pub fn use_candle_ops() -> bool {
 fn direct_conv_enabled() -> bool {
     static FLAG: OnceLock<bool> = OnceLock::new();
     env_flag(&FLAG, "GDDCM_NN_DIRECT_CONV", true)
+}
+
+/// Whether CUDA convolutions go through [`super::cudnn_conv`] (feature `cudnn`) rather than
+/// candle's own cuDNN path: `GDDCM_CUDNN_PLANS=1`. Off by default until it has been measured
+/// and put through SPEC 5 G4 on a GPU (`tools/gpu/kernels.sh`; no GPU was at hand when it was
+/// written).
+#[cfg(feature = "cudnn")]
+fn cudnn_plans_enabled() -> bool {
+    static FLAG: OnceLock<bool> = OnceLock::new();
+    env_flag(&FLAG, "GDDCM_CUDNN_PLANS", false)
+}
+
+/// Whether GroupNorm on CUDA runs [`super::cuda_kernels::GroupNorm`] rather than candle's
+/// composite ops: `GDDCM_CUDA_GROUP_NORM=1`. Off by default until it has been measured and put
+/// through SPEC 5 G4 on a GPU (`tools/gpu/kernels.sh`; no GPU was at hand when it was written).
+#[cfg(feature = "cuda")]
+fn cuda_group_norm_enabled() -> bool {
+    static FLAG: OnceLock<bool> = OnceLock::new();
+    env_flag(&FLAG, "GDDCM_CUDA_GROUP_NORM", false)
+}
+
+/// Runs a GPU fast path of ours unless it failed before. On its first error it warns once
+/// and stays off for the process, and the caller takes candle's ops: a kernel that cannot
+/// compile or a cuDNN without the algorithm must not stop a run that candle can do.
+#[cfg(feature = "cuda")]
+fn fast_path(failed: &AtomicBool, what: &str, f: impl FnOnce() -> Result<Tensor>) -> Option<Tensor> {
+    if failed.load(Ordering::Relaxed) {
+        return None;
+    }
+    f().map_err(|e| {
+        if !failed.swap(true, Ordering::Relaxed) {
+            eprintln!("warning: {what} failed ({e}); candle's ops take over");
+        }
+    })
+    .ok()
 }
 
 /// An on/off environment switch read once: `1` is on, `0` off, unset or other the default.
@@ -119,8 +156,9 @@ simd::multiversion!(
 );
 
 /// GroupNorm over `[B, C, …]` with `groups` groups and per-channel affine `weight`/`bias`
-/// (`C` values each), optionally followed by SiLU. f32 only. On CPU this is one fused pass;
-/// elsewhere the composite candle ops, with the affine taken from `resident` when given (no
+/// (`C` values each), optionally followed by SiLU. f32 only. On CPU this is one fused pass,
+/// on CUDA with `GDDCM_CUDA_GROUP_NORM=1` one kernel of ours (`cuda_kernels.rs`); elsewhere the
+/// composite candle ops, with the affine taken from `resident` when given (no
 /// host-to-device copy, which on a GPU is a synchronising transfer per call).
 pub fn group_norm(
     x: &Tensor,
@@ -143,6 +181,24 @@ pub fn group_norm(
         let op = GroupNormOp { groups, eps, weight, bias, silu };
         return x.contiguous()?.apply_op1_no_bwd(&op);
     }
+    let affine = || -> Result<(Tensor, Tensor)> {
+        match resident {
+            Some(r) if r.weight.device().same_device(x.device()) => Ok((r.weight.clone(), r.bias.clone())),
+            _ => Ok((Tensor::from_slice(weight, c, x.device())?, Tensor::from_slice(bias, c, x.device())?)),
+        }
+    };
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() && x.dtype() == DType::F32 && cuda_group_norm_enabled() {
+        static FAILED: AtomicBool = AtomicBool::new(false);
+        let op = super::cuda_kernels::GroupNorm { groups, eps, silu };
+        let fused = fast_path(&FAILED, "the CUDA GroupNorm kernel", || {
+            let (w, b) = affine()?;
+            x.contiguous()?.apply_op3_no_bwd(&w, &b, &op)
+        });
+        if let Some(y) = fused {
+            return Ok(y);
+        }
+    }
     let dims = x.dims().to_vec();
     let b = dims[0];
     let xg = x.reshape((b, groups, ()))?;
@@ -152,10 +208,7 @@ pub fn group_norm(
     let xn = xc.broadcast_div(&(var + eps)?.sqrt()?)?.reshape(dims.as_slice())?;
     let mut bshape = vec![1usize; dims.len()];
     bshape[1] = c;
-    let (w, bi) = match resident {
-        Some(r) if r.weight.device().same_device(x.device()) => (r.weight.clone(), r.bias.clone()),
-        _ => (Tensor::from_slice(weight, c, x.device())?, Tensor::from_slice(bias, c, x.device())?),
-    };
+    let (w, bi) = affine()?;
     let y = xn.broadcast_mul(&w.reshape(bshape.as_slice())?)?.broadcast_add(&bi.reshape(bshape.as_slice())?)?;
     if silu {
         y.silu()
@@ -532,6 +585,17 @@ pub fn conv2d_with(
     if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 && !use_candle_ops() {
         let op = Conv2dOp { padding, stride, packed };
         return x.contiguous()?.apply_op3_no_bwd(&w.contiguous()?, &bias.contiguous()?, &op);
+    }
+    #[cfg(feature = "cudnn")]
+    if x.device().is_cuda() && x.dtype() == DType::F32 && w.dtype() == DType::F32 && cudnn_plans_enabled() {
+        static FAILED: AtomicBool = AtomicBool::new(false);
+        let op = super::cudnn_conv::Conv2d { padding, stride };
+        let planned = fast_path(&FAILED, "the planned cuDNN convolution", || {
+            x.contiguous()?.apply_op3_no_bwd(&w.contiguous()?, &bias.contiguous()?, &op)
+        });
+        if let Some(y) = planned {
+            return Ok(y);
+        }
     }
     x.conv2d(w, padding, stride, 1, 1)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)
 }
