@@ -14,7 +14,7 @@
 
 use std::sync::OnceLock;
 
-use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::cudarc::nvrtc;
 use candle_core::cuda_backend::{CudaStorage, WrapErr};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
@@ -70,6 +70,14 @@ fn ptx() -> Result<&'static str> {
         .map_err(|e| candle_core::Error::Msg(format!("NVRTC could not compile gddcm's CUDA kernels: {e}")))
 }
 
+/// The f32 values of a contiguous operand of a custom op (`what` names it in errors).
+pub(crate) fn contiguous_f32<'a>(s: &'a CudaStorage, l: &Layout, what: &str) -> Result<CudaView<'a, f32>> {
+    let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))?;
+    s.as_cuda_slice::<f32>()?
+        .try_slice(a..b)
+        .ok_or_else(|| candle_core::Error::Msg(format!("{what}: offsets {a}..{b} out of bounds")))
+}
+
 /// GroupNorm over `[B, C, …]` (f32, contiguous) with `groups` groups and the per-channel affine
 /// `weight`, `bias` (`[C]` on the same device), then SiLU if asked.
 pub(crate) struct GroupNorm {
@@ -118,17 +126,11 @@ impl CustomOp3 for GroupNorm {
                 bl.dims()
             );
         }
-        let slice = |s: &CudaStorage, l: &Layout, what: &str| -> Result<(usize, usize)> {
-            l.contiguous_offsets()
-                .filter(|_| s.as_cuda_slice::<f32>().is_ok())
-                .ok_or_else(|| candle_core::Error::Msg(format!("group-norm-cuda: {what} must be contiguous f32")))
-        };
-        let ((x0, x1), (w0, w1), (b0, b1)) =
-            (slice(xs, xl, "input")?, slice(ws, wl, "weight")?, slice(bs, bl, "bias")?);
+        let what = |operand: &str| format!("group-norm-cuda: {operand}");
         let (x, w, bias) = (
-            xs.as_cuda_slice::<f32>()?.slice(x0..x1),
-            ws.as_cuda_slice::<f32>()?.slice(w0..w1),
-            bs.as_cuda_slice::<f32>()?.slice(b0..b1),
+            contiguous_f32(xs, xl, &what("input"))?,
+            contiguous_f32(ws, wl, &what("weight"))?,
+            contiguous_f32(bs, bl, &what("bias"))?,
         );
         let dev = &xs.device;
         let func = dev.get_or_load_custom_func("gddcm_group_norm_f32", MODULE, ptx()?)?;

@@ -19,9 +19,11 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 
 use candle_core::cuda_backend::cudarc::cudnn::sys;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
+
+use super::cuda_kernels::contiguous_f32;
 
 fn check(status: sys::cudnnStatus_t, what: &str) -> Result<()> {
     if status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS {
@@ -226,16 +228,6 @@ pub(crate) struct Conv2d {
     pub stride: usize,
 }
 
-/// The f32 values of a contiguous operand.
-fn view<'a>(s: &'a CudaStorage, l: &Layout, what: &str) -> Result<CudaView<'a, f32>> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("cudnn conv2d: {what} must be contiguous")))?;
-    s.as_cuda_slice::<f32>()?
-        .try_slice(a..b)
-        .ok_or_else(|| candle_core::Error::Msg(format!("cudnn conv2d: {what} out of bounds")))
-}
-
 fn dims4(l: &Layout, what: &str) -> Result<[usize; 4]> {
     match l.dims() {
         &[a, b, c, d] => Ok([a, b, c, d]),
@@ -273,7 +265,11 @@ impl CustomOp3 for Conv2d {
         if key.x[1] != key.w[1] || bl.dims() != [key.w[0]] {
             candle_core::bail!("cudnn conv2d: input {:?}, weight {:?}, bias {:?} do not fit", key.x, key.w, bl.dims());
         }
-        let (x, w, b) = (view(xs, xl, "input")?, view(ws, wl, "weight")?, view(bs, bl, "bias")?);
+        let (x, w, b) = (
+            contiguous_f32(xs, xl, "cudnn conv2d: input")?,
+            contiguous_f32(ws, wl, "cudnn conv2d: weight")?,
+            contiguous_f32(bs, bl, "cudnn conv2d: bias")?,
+        );
         let dev = &xs.device;
         let stream = dev.cuda_stream();
         let out = key.out();

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Prepares the folder .gpu (ignored by git; give it to the GPU machine with the checkout) for
-# tools/gpu/check.sh and tools/gpu/bench.sh:
+# tools/gpu/check.sh, bench.sh, cudnn.sh and kernels.sh:
 #   .gpu/bin/{gddcm,unet_forward}.xz   the CUDA + cuDNN build (tools/build_cuda.sh), stripped, xz'd
 #   .gpu/bin/unet_forward_im2col.xz   the forward bench with candle's own CUDA convolutions
 #   .gpu/g4/<config>/{tok,cpu}          CPU-encoded token files of assets/examples and their CPU decodes
