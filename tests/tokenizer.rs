@@ -148,3 +148,23 @@ fn decode_rejects_wrong_token_counts_and_out_of_range_tokens() {
     t.indices[0] = vec![4; 10];
     assert!(tok.decode(&t, &Device::Cpu).unwrap_err().to_string().contains("not below K = 4"));
 }
+
+/// With two or more threads the encoder generates each step's codebook during the network
+/// evaluation and scores the held entries; with one it generates and scores block by block
+/// afterwards. Both must choose the same tokens.
+#[test]
+fn codebooks_generated_beside_the_network_choose_the_same_tokens() {
+    let g = gmm();
+    let x = targets(&g, 3);
+    let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    for family in [Family::Ddpm, Family::Edm] {
+        let den = denoiser(family, &g);
+        for cfg in [stochastic(family, 0.5, 60, 64), resample(family, 30, 64, small_t(family), Init::Noise)] {
+            let tok = Tokenizer::new(den.as_ref(), &cfg, SHAPE);
+            let one = pool(1).install(|| tok.encode(&x)).unwrap();
+            let two = pool(2).install(|| tok.encode(&x)).unwrap();
+            assert_eq!(one.tokens.indices, two.tokens.indices, "{family} p = {}", cfg.algorithm.p());
+            assert_eq!(one.tokens.init_index, two.tokens.init_index);
+        }
+    }
+}
