@@ -106,7 +106,7 @@ impl Codebooks {
     /// [`Codebook::argmax`] gives [`Codebooks::argmax`]'s indices.
     pub fn generate(&self, stream: u32, i: u32, k: u32) -> Codebook {
         let mut entries = vec![0.0f32; k as usize * self.dim];
-        entries.par_chunks_mut(self.dim * 8).enumerate().for_each(|(block, chunk)| {
+        entries.par_chunks_mut((self.dim * 8).max(1)).enumerate().for_each(|(block, chunk)| {
             for (e, out) in chunk.chunks_exact_mut(self.dim).enumerate() {
                 self.entry_into(stream, i, (block * 8 + e) as u32, out);
             }
@@ -119,8 +119,9 @@ impl Codebooks {
 /// entry by entry.
 #[derive(Debug, Clone)]
 pub struct Codebook {
-    /// The counter stream and codebook index it was generated for.
+    /// The counter stream it was generated for.
     pub stream: u32,
+    /// The codebook (token step) it was generated for.
     pub i: u32,
     /// Its number of entries.
     pub k: u32,
