@@ -17,9 +17,10 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CStr;
+use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::cudnn::sys;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 
@@ -71,6 +72,9 @@ struct Context {
     handle: sys::cudnnHandle_t,
     plans: HashMap<Key, Plan>,
     workspace: Option<CudaSlice<u8>>,
+    /// Keeps the stream, and with it the CUDA context, alive until the handle and descriptors
+    /// are destroyed (a thread-local may be dropped after the last tensor at exit).
+    _stream: Arc<CudaStream>,
 }
 
 fn tensor_desc(dims: [usize; 4]) -> Result<sys::cudnnTensorDescriptor_t> {
@@ -96,15 +100,15 @@ fn tensor_desc(dims: [usize; 4]) -> Result<sys::cudnnTensorDescriptor_t> {
 }
 
 impl Context {
-    fn new(stream: sys::cudaStream_t) -> Result<Self> {
+    fn new(stream: Arc<CudaStream>) -> Result<Self> {
         let mut handle = std::ptr::null_mut();
         // SAFETY: creates a handle and binds it to candle's stream for this device, so that the
         // convolutions are ordered with candle's own kernels.
         unsafe {
             check(sys::cudnnCreate(&mut handle), "create handle")?;
-            check(sys::cudnnSetStream(handle, stream), "set stream")?;
+            check(sys::cudnnSetStream(handle, stream.cu_stream() as sys::cudaStream_t), "set stream")?;
         }
-        Ok(Self { handle, plans: HashMap::new(), workspace: None })
+        Ok(Self { handle, plans: HashMap::new(), workspace: None, _stream: stream })
     }
 
     fn plan(&mut self, key: Key) -> Result<&Plan> {
@@ -280,7 +284,7 @@ impl CustomOp3 for Conv2d {
             let cu_stream = stream.cu_stream() as usize;
             let ctx = match contexts.entry(cu_stream) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(Context::new(cu_stream as sys::cudaStream_t)?),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(Context::new(stream.clone())?),
             };
             let need = ctx.plan(key)?.workspace;
             if ctx.workspace.as_ref().is_none_or(|ws| ws.len() < need) {
