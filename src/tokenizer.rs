@@ -151,6 +151,11 @@ trait Chooser: Send {
     /// Called while the network evaluates the step whose codebook `i` (of `stream`, `k`
     /// entries) `choose` will take next: a chooser may get it ready meanwhile.
     fn prefetch(&mut self, _stream: u32, _i: u32, _k: u32) {}
+
+    /// Codebook `i` of `stream` with `k` entries, if `prefetch` left it in memory.
+    fn held(&self, _stream: u32, _i: u32, _k: u32) -> Option<&Codebook> {
+        None
+    }
 }
 
 /// The largest codebook the encoder holds in memory to generate it during the network
@@ -162,7 +167,7 @@ struct Encoder<'a> {
     codebooks: Codebooks,
     target: &'a [Vec<f32>],
     tokens: Tokens,
-    /// The codebook of the coming `choose`, if `prefetch` generated it.
+    /// The codebook `prefetch` generated last (the coming `choose`'s, and its codewords').
     held: Option<Codebook>,
 }
 
@@ -172,9 +177,9 @@ impl Chooser for Encoder<'_> {
         let residuals: Vec<Vec<f32>> =
             self.target.iter().zip(&x0h).map(|(t, p)| t.iter().zip(p).map(|(a, b)| a - b).collect()).collect();
         let refs: Vec<&[f32]> = residuals.iter().map(|r| r.as_slice()).collect();
-        let chosen = match self.held.take() {
-            Some(cb) if (cb.stream, cb.i, cb.k) == (stream, i, k) => cb.argmax(&refs), // eq. 14
-            _ => self.codebooks.argmax(stream, i, k, &refs),
+        let chosen = match self.held(stream, i, k) {
+            Some(cb) => cb.argmax(&refs), // eq. 14
+            None => self.codebooks.argmax(stream, i, k, &refs),
         };
         for (b, &j) in chosen.iter().enumerate() {
             if stream == STREAM_INIT {
@@ -190,6 +195,10 @@ impl Chooser for Encoder<'_> {
         if k as usize * self.codebooks.dim <= MAX_HELD_CODEBOOK {
             self.held = Some(self.codebooks.generate(stream, i, k));
         }
+    }
+
+    fn held(&self, stream: u32, i: u32, k: u32) -> Option<&Codebook> {
+        self.held.as_ref().filter(|cb| (cb.stream, cb.i, cb.k) == (stream, i, k))
     }
 }
 
@@ -463,8 +472,17 @@ impl<'a> Tokenizer<'a> {
     /// Chooses (or reads) the indices of token `i` and generates their codewords.
     fn codewords(&self, ch: &mut dyn Chooser, i: u32, x0h: &Tensor) -> Result<Tensor> {
         self.codebook_work(|| {
-            let idx = ch.choose(STREAM_CODEBOOK, i, self.config.k, x0h)?;
-            self.entries(STREAM_CODEBOOK, i, &idx, x0h.device())
+            let k = self.config.k;
+            let idx = ch.choose(STREAM_CODEBOOK, i, k, x0h)?;
+            match ch.held(STREAM_CODEBOOK, i, k) {
+                // The chosen entries were generated with the whole codebook: copy, not again.
+                Some(cb) => {
+                    let data: Vec<f32> = idx.iter().flat_map(|&j| cb.entry(j).iter().copied()).collect();
+                    let (c, h, w) = self.shape;
+                    Tensor::from_vec(data, (idx.len(), c, h, w), x0h.device())
+                }
+                None => self.entries(STREAM_CODEBOOK, i, &idx, x0h.device()),
+            }
         })
     }
 
