@@ -61,14 +61,19 @@ pub(crate) use multiversion;
 
 const LANES: usize = 8;
 
-/// `Σ f(x)` in f64, in eight independent accumulators (so that the loop vectorises).
+/// Accumulators of [`lane_sum`]: four AVX-512 vectors of f64, so that four additions are in
+/// flight instead of one waiting on the last (the statistics passes of GroupNorm were bound
+/// by that chain's latency).
+const SUM_LANES: usize = 4 * LANES;
+
+/// `Σ f(x)` in f64, in [`SUM_LANES`] independent accumulators (so that the loop vectorises).
 #[inline(always)]
 fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f64) -> f64 {
-    let mut acc = [0f64; LANES];
-    let chunks = xs.chunks_exact(LANES);
+    let mut acc = [0f64; SUM_LANES];
+    let chunks = xs.chunks_exact(SUM_LANES);
     let tail = chunks.remainder();
     for c in chunks {
-        for j in 0..LANES {
+        for j in 0..SUM_LANES {
             acc[j] += f(c[j]);
         }
     }
@@ -101,7 +106,8 @@ pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.7);
     // Round to nearest by the 1.5·2^23 trick (`floor` is a libm call on baseline x86-64).
     const SHIFTER: f32 = 12_582_912.0;
-    let n = (x * LOG2E + SHIFTER) - SHIFTER;
+    let shifted = x * LOG2E + SHIFTER;
+    let n = shifted - SHIFTER;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     // Horner form of 1 + r + r²/2! + … + r⁷/7!.
     let mut p = 1.0 / 5040.0;
@@ -112,8 +118,10 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
+    // n as an integer from the mantissa of `shifted` (whose unit is 1): `n as i32` would be
+    // a saturating conversion, which LLVM does lane by lane in scalar code.
+    let n = shifted.to_bits() as i32 - SHIFTER.to_bits() as i32;
     // 2^n as two normal factors, since n reaches 128 near the top of the range.
-    let n = n as i32;
     let pow2 = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
     p * pow2(n >> 1) * pow2(n - (n >> 1))
 }
