@@ -140,3 +140,88 @@ fn conv2d_matches_candle_on_direct_kernel_shapes() {
         }
     }
 }
+
+/// The attention block written plainly, one image and one head at a time, with 2-D matmuls
+/// and candle's softmax: `(x + W_o·[v_h·softmax(q_hᵀk_h/√d)ᵀ]_h + b_o) / rescale`.
+#[allow(clippy::too_many_arguments)]
+fn attention_reference(
+    x: &Tensor,
+    hn: &Tensor,
+    w: [&Tensor; 4],
+    b: [&Tensor; 4],
+    heads: usize,
+    rescale: f64,
+) -> Tensor {
+    let (bs, c, h, wd) = x.dims4().unwrap();
+    let d = c / heads;
+    let lin = |i: usize, m: &Tensor| w[i].matmul(m).unwrap().broadcast_add(&b[i].reshape((c, 1)).unwrap()).unwrap();
+    let images: Vec<Tensor> = (0..bs)
+        .map(|i| {
+            let hi = hn.get(i).unwrap().reshape((c, h * wd)).unwrap();
+            let (q, k, v) = (lin(0, &hi), lin(1, &hi), lin(2, &hi));
+            let per_head: Vec<Tensor> = (0..heads)
+                .map(|j| {
+                    let part = |m: &Tensor| m.narrow(0, j * d, d).unwrap();
+                    let logits = (part(&q).t().unwrap().matmul(&part(&k)).unwrap() / (d as f64).sqrt()).unwrap();
+                    let p = candle_nn::ops::softmax_last_dim(&logits).unwrap();
+                    part(&v).matmul(&p.t().unwrap()).unwrap()
+                })
+                .collect();
+            let o = lin(3, &Tensor::cat(&per_head, 0).unwrap());
+            ((x.get(i).unwrap().reshape((c, h * wd)).unwrap() + o).unwrap() / rescale)
+                .unwrap()
+                .reshape((c, h, wd))
+                .unwrap()
+        })
+        .collect();
+    Tensor::stack(&images, 0).unwrap()
+}
+
+#[test]
+fn self_attention_matches_a_plain_reference() {
+    use gddcm::nn::layers::{GroupNorm, SelfAttention};
+    use gddcm::nn::{TensorStore, VarPath};
+    let dev = Device::Cpu;
+    let c = 16;
+    let r = |s: &[usize]| Tensor::randn(0f32, 0.4, s, &dev).unwrap();
+    let store = TensorStore::new(
+        "random",
+        vec![("n.weight".to_string(), (r(&[c]) + 1.0).unwrap()), ("n.bias".to_string(), r(&[c]))],
+    )
+    .unwrap();
+    let norm = GroupNorm::load(&VarPath::new(&store).pp("n"), c, 4, 1e-5).unwrap();
+    for (heads, rescale) in [(1, 1.0), (2, std::f64::consts::SQRT_2), (4, 1.0)] {
+        let w: Vec<Tensor> = (0..4).map(|_| r(&[c, c])).collect();
+        let b: Vec<Tensor> = (0..4).map(|_| r(&[c])).collect();
+        let att = SelfAttention::new(
+            Some(norm.clone()),
+            &w[0],
+            &w[1],
+            &w[2],
+            &b[0],
+            &b[1],
+            &b[2],
+            &w[3],
+            &b[3],
+            heads,
+            rescale,
+        )
+        .unwrap();
+        // Batch below and at the thread count: heads or images in parallel.
+        for (threads, batch) in [(1, 1), (2, 1), (2, 4)] {
+            let x = (r(&[batch, c, 5, 3]) * 2.0).unwrap();
+            let want = attention_reference(
+                &x,
+                &norm.forward(&x).unwrap(),
+                [&w[0], &w[1], &w[2], &w[3]],
+                [&b[0], &b[1], &b[2], &b[3]],
+                heads,
+                rescale,
+            );
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let got = pool.install(|| att.forward(&x).unwrap());
+            let e = max_abs(&got, &want);
+            assert!(e < 2e-5, "heads {heads}, {threads} threads, batch {batch}: {e}");
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! Layers shared by the diffusers UNet and EDM's SongUNet (NETWORKS.md §1).
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
+use super::attention::{self, AttentionWeights};
 use super::ops;
 use super::weights::{LoadResult, VarPath, WithFile};
 
@@ -121,7 +122,8 @@ impl Linear {
 
 /// Single- or multi-head self-attention over all `H·W` positions of `[B, C, H, W]`, with
 /// residual connection: `out = (x + proj(attn(norm(x)))) / rescale` (NETWORKS.md §1; diffusers
-/// `Attention` with `residual_connection=True`).
+/// `Attention` with `residual_connection=True`). On the CPU one fused op of ours
+/// (`nn/attention.rs`), elsewhere candle's ops.
 ///
 /// q, k, v are stored as one fused `[C, 3C]` matrix in q|k|v block order (EDM's interleaved
 /// `qkv` is de-interleaved at load time).
@@ -132,6 +134,8 @@ pub struct SelfAttention {
     proj: Linear,
     heads: usize,
     rescale: f64,
+    /// The weights as host vectors for the fused CPU op, when they are f32 on the CPU.
+    host: Option<AttentionWeights>,
 }
 
 impl SelfAttention {
@@ -152,7 +156,14 @@ impl SelfAttention {
     ) -> Result<Self> {
         let w = Tensor::cat(&[wq, wk, wv], 0)?;
         let b = Tensor::cat(&[bq, bk, bv], 0)?;
-        Ok(Self { norm, qkv: Linear::new(&w, Some(b))?, proj: Linear::new(wo, Some(bo.clone()))?, heads, rescale })
+        let host = if w.device().is_cpu() && w.dtype() == DType::F32 {
+            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            Some(AttentionWeights { qkv: flat(&w)?, qkv_bias: flat(&b)?, proj: flat(wo)?, proj_bias: flat(bo)? })
+        } else {
+            None
+        };
+        let (qkv, proj) = (Linear::new(&w, Some(b))?, Linear::new(wo, Some(bo.clone()))?);
+        Ok(Self { norm, qkv, proj, heads, rescale, host })
     }
 
     /// Applies the block to `x` `[B, C, H, W]`.
@@ -165,6 +176,11 @@ impl SelfAttention {
             Some(n) => n.forward(x)?,
             None => x.clone(),
         };
+        if let Some(w) = &self.host {
+            if x.device().is_cpu() && x.dtype() == DType::F32 && !ops::use_candle_ops() {
+                return attention::self_attention(&hn, x, w, nh, self.rescale);
+            }
+        }
         // [B, C, HW] -> [B*HW, C]
         let hs = hn.reshape((b, c, hw))?.transpose(1, 2)?.contiguous()?.reshape((b * hw, c))?;
         let qkv = self.qkv.forward(&hs)?.reshape((b, hw, 3, nh, d))?;

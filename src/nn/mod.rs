@@ -22,6 +22,7 @@
 //! All loaders are strict: a missing tensor, an unused tensor or a wrong shape is a
 //! [`LoadError`] naming the file and the key.
 
+mod attention;
 pub mod checkpoints;
 #[cfg(feature = "cuda")]
 mod cuda_kernels;
