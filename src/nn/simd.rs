@@ -61,19 +61,20 @@ pub(crate) use multiversion;
 
 const LANES: usize = 8;
 
-/// Accumulators of [`lane_sum`]: four AVX-512 vectors of f64, so that four additions are in
-/// flight instead of one waiting on the last (the statistics passes of GroupNorm were bound
-/// by that chain's latency).
+/// Accumulators of [`lane_sum`] over long slices: four AVX-512 vectors of f64, so that four
+/// additions are in flight instead of one waiting on the last (the statistics passes of
+/// GroupNorm were bound by that chain's latency).
 const SUM_LANES: usize = 4 * LANES;
 
-/// `Σ f(x)` in f64, in [`SUM_LANES`] independent accumulators (so that the loop vectorises).
+/// `Σ f(x)` in f64, in `N` independent accumulators (so that the loop vectorises). They are
+/// added up one by one at the end, which on short slices costs more than a long `N` saves.
 #[inline(always)]
-fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f64) -> f64 {
-    let mut acc = [0f64; SUM_LANES];
-    let chunks = xs.chunks_exact(SUM_LANES);
+fn lane_sum<const N: usize>(xs: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut acc = [0f64; N];
+    let chunks = xs.chunks_exact(N);
     let tail = chunks.remainder();
     for c in chunks {
-        for j in 0..SUM_LANES {
+        for j in 0..N {
             acc[j] += f(c[j]);
         }
     }
@@ -83,13 +84,13 @@ fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f64) -> f64 {
 /// `Σ (x − shift)` in f64.
 #[inline(always)]
 pub fn sum_f64(xs: &[f32], shift: f64) -> f64 {
-    lane_sum(xs, |v| v as f64 - shift)
+    lane_sum::<SUM_LANES>(xs, |v| v as f64 - shift)
 }
 
 /// `Σ (x − mean)²` in f64.
 #[inline(always)]
 pub fn sum_sq_dev_f64(xs: &[f32], mean: f64) -> f64 {
-    lane_sum(xs, |v| (v as f64 - mean) * (v as f64 - mean))
+    lane_sum::<SUM_LANES>(xs, |v| (v as f64 - mean) * (v as f64 - mean))
 }
 
 /// `e^x` for f32 without branches or calls, so loops over it vectorise: `x = n·ln2 + r`
@@ -160,7 +161,8 @@ pub fn softmax_row(row: &mut [f32]) {
     for v in row.iter_mut() {
         *v = exp(*v - max);
     }
-    let inv = (1.0 / sum_f64(row, 0.0)) as f32;
+    // Rows are 64–1024 values: one vector of accumulators (see `lane_sum`).
+    let inv = (1.0 / lane_sum::<LANES>(row, |v| v as f64)) as f32;
     for v in row.iter_mut() {
         *v *= inv;
     }
