@@ -69,8 +69,11 @@ impl CustomOp2 for SelfAttentionOp<'_> {
         // Images in parallel when there are enough of them, else the GEMMs and heads are.
         let inner = if b < threads { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
         // The residual and the output bias first, then the projection accumulates onto them.
-        let mut out: Vec<f32> =
-            x.chunks(hw).enumerate().flat_map(|(r, row)| row.iter().map(move |&v| v + w.proj_bias[r % c])).collect();
+        let mut out = Vec::with_capacity(x.len());
+        for (r, row) in x.chunks(hw).enumerate() {
+            let bias = w.proj_bias[r % c];
+            out.extend(row.iter().map(|&v| v + bias));
+        }
         let one_image = |(y, hi): (&mut [f32], &[f32])| self.image(hi, y, c, hw, inner);
         if b >= threads {
             out.par_chunks_mut(c * hw).zip(h.par_chunks(c * hw)).for_each(one_image);
@@ -92,7 +95,10 @@ impl SelfAttentionOp<'_> {
     fn image(&self, h: &[f32], y: &mut [f32], c: usize, hw: usize, par: gemm::Parallelism) {
         let w = self.weights;
         let d = c / self.heads;
-        let mut qkv: Vec<f32> = w.qkv_bias.iter().flat_map(|&v| std::iter::repeat_n(v, hw)).collect();
+        let mut qkv = Vec::with_capacity(3 * c * hw);
+        for &bias in &w.qkv_bias {
+            qkv.extend(std::iter::repeat_n(bias, hw));
+        }
         gemm_strided(3 * c, hw, c, MatMut::rows(&mut qkv, hw), true, Mat::rows(&w.qkv, c), Mat::rows(h, hw), 1.0, par);
         let mut attended = vec![0f32; c * hw];
         let head = |(j, a): (usize, &mut [f32]), par: gemm::Parallelism| {

@@ -101,15 +101,16 @@ pub(crate) fn pack_input(x: &[f32], s: &Shape, dst: &mut [f32]) {
 }
 
 /// Output channel blocks `blocks` of one image: `out` holds those blocks' channels of the
-/// NCHW output (`blocks.len()·16·ho·wo` values, overwritten) = `bias + w ⊛ x`, from the packed
-/// input `xp` ([`pack_input`]) and packed weights `wp` ([`pack_weights`]).
+/// NCHW output (`blocks.len()·16·ho·wo` values) = `bias + w ⊛ x`, from the packed input `xp`
+/// ([`pack_input`]) and packed weights `wp` ([`pack_weights`]). Every value of `out` is
+/// written (the tiles cover each plane) and none is read, so it may start uninitialised.
 pub(crate) fn conv_blocks(
     xp: &[f32],
     wp: &[f32],
     bias: &[f32],
     s: &Shape,
     blocks: std::ops::Range<usize>,
-    out: &mut [f32],
+    out: &mut [std::mem::MaybeUninit<f32>],
 ) {
     let (ho, wo) = s.out_hw();
     let nib = s.ci / BLOCK;
@@ -143,7 +144,7 @@ pub(crate) fn conv_blocks(
                         xp.as_ptr().add(y0 * geo.row + x0 * BLOCK),
                         wts.as_ptr(),
                         b.as_ptr(),
-                        o.as_mut_ptr().add(y0 * wo + x0),
+                        o.as_mut_ptr().cast::<f32>().add(y0 * wo + x0),
                         &geo,
                     )
                 }
