@@ -50,6 +50,7 @@ impl CustomOp2 for SelfAttentionOp<'_> {
         let (b, c, hh, ww) = hl.shape().dims4()?;
         let w = self.weights;
         if xl.dims() != hl.dims()
+            || self.heads == 0
             || c % self.heads != 0
             || w.qkv.len() != 3 * c * c
             || w.qkv_bias.len() != 3 * c
@@ -65,6 +66,9 @@ impl CustomOp2 for SelfAttentionOp<'_> {
             );
         }
         let hw = hh * ww;
+        if x.is_empty() {
+            return Ok((CpuStorage::F32(Vec::new()), hl.shape().clone()));
+        }
         let threads = rayon::current_num_threads();
         // Images in parallel when there are enough of them, else the GEMMs and heads are.
         let inner = if b < threads { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
