@@ -14,8 +14,8 @@
 //! GPU (build with `--features cuda`; each timed forward ends by reading a sum back to the host,
 //! which waits for the GPU). `GDDCM_NN_DIRECT_CONV=0` times im2col + GEMM
 //! instead of the direct convolution kernel; `GDDCM_BENCH_PLAIN=1` without `gddcm::runtime`'s process
-//! settings. `GDDCM_NN_CANDLE_OPS=1` times candle's built-in conv2d and a composite GroupNorm instead of
-//! the kernels of `gddcm::nn::ops`. Run it in the bench (release) profile: in the dev profile
+//! settings. `GDDCM_NN_CANDLE_OPS=1` times candle's built-in conv2d, a composite GroupNorm and
+//! candle's ops for attention instead of the kernels of `gddcm::nn`. Run it in the bench (release) profile: in the dev profile
 //! the `gemm` crate runs with debug assertions and is ~3× slower.
 
 use std::path::PathBuf;

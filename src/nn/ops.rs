@@ -18,8 +18,9 @@ use rayon::prelude::*;
 
 use super::simd;
 
-/// Whether `GDDCM_NN_CANDLE_OPS=1` asks for candle's built-in conv2d and a composite
-/// GroupNorm instead of the kernels here (for A/B timing and debugging).
+/// Whether `GDDCM_NN_CANDLE_OPS=1` asks for candle's built-in conv2d, a composite GroupNorm
+/// and attention by candle's ops instead of the kernels of this crate (for A/B timing and
+/// debugging).
 pub fn use_candle_ops() -> bool {
     static FLAG: OnceLock<bool> = OnceLock::new();
     env_flag(&FLAG, "GDDCM_NN_CANDLE_OPS", false)
