@@ -266,8 +266,16 @@ impl CustomOp3 for Conv2d {
         bl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let key = Key { x: dims4(xl, "input")?, w: dims4(wl, "weight")?, padding: self.padding, stride: self.stride };
-        if key.x[1] != key.w[1] || bl.dims() != [key.w[0]] {
-            candle_core::bail!("cudnn conv2d: input {:?}, weight {:?}, bias {:?} do not fit", key.x, key.w, bl.dims());
+        let fits = |i: usize| key.x[i] + 2 * key.padding >= key.w[i];
+        if key.x[1] != key.w[1] || bl.dims() != [key.w[0]] || key.stride == 0 || !fits(2) || !fits(3) {
+            candle_core::bail!(
+                "cudnn conv2d: input {:?}, weight {:?}, bias {:?}, padding {}, stride {} do not fit",
+                key.x,
+                key.w,
+                bl.dims(),
+                key.padding,
+                key.stride
+            );
         }
         let (x, w, b) = (
             contiguous_f32(xs, xl, "cudnn conv2d: input")?,
