@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -263,7 +263,8 @@ struct RunArgs {
 
 #[derive(Args, Clone)]
 struct TokenizerArgs {
-    /// Profile file (JSON settings); flags below override it.
+    /// Profile file (JSON settings); flags below override it. Default: the model's shipped
+    /// profile (`profile.json` beside its weights), else the defaults.
     #[arg(long)]
     profile: Option<PathBuf>,
     /// Codebook size K.
@@ -272,7 +273,9 @@ struct TokenizerArgs {
     /// Number of tokens N.
     #[arg(short = 'n', long)]
     n: Option<u32>,
-    /// p: 0 for Algorithm 2, in (0,1) for Algorithm 1 (0.5 on DDPM = DDCM).
+    /// p: 0 for Algorithm 2, in (0,1) for Algorithm 1 (0.5 on DDPM = DDCM). A p of the other
+    /// algorithm than the shipped profile's starts from the defaults for that p (e.g. p > 0:
+    /// T_r = the largest time, I1); with a --profile FILE of the other algorithm it is an error.
     #[arg(short = 'p', long)]
     p: Option<f64>,
     /// Codebook seed.
@@ -308,52 +311,140 @@ struct TokenizerArgs {
     /// Use σ-mix instead of the paper's Σ-mix (eq. 21).
     #[arg(long)]
     sigma_mix: bool,
-    /// The DDCM baseline: DDPM, p = 0.5, N = 300, grid 999 → 0 (SPEC 4).
-    #[arg(long)]
+    /// The DDCM baseline, exactly as SPEC 4 fixes it: DDPM, p = 0.5, N = 300, grid 999 → 0, I1.
+    /// Only -k and --seed may be given with it; no profile applies.
+    #[arg(long, conflicts_with_all = [
+        "profile", "n", "p", "t_start", "t_end", "intervals", "dt_min", "dt_max", "sigma_max", "rho", "init", "k0",
+        "sigma_mix",
+    ])]
     ddcm: bool,
     #[command(flatten)]
     run: RunArgs,
 }
 
 impl TokenizerArgs {
-    /// The settings: `--profile`, else the model's shipped profile, else the defaults; then
-    /// the flags on top.
-    fn settings(&self, model: &LoadedModel) -> Result<Settings> {
-        let mut s = match &self.profile {
-            Some(p) => Settings::load(p)?,
-            None => model.profile()?.unwrap_or_default(),
+    /// The settings and where they came from: `--profile`, else the model's shipped profile,
+    /// else the defaults; then the flags on top. A `-p` of the other algorithm than the profile
+    /// never keeps the profile's fields: T_s, the schedule and the init of Algorithm 2 mean
+    /// something else as Algorithm 1's T_r and init (SPEC 2.5, 2.7, 7; issue 16).
+    fn settings(&self, model: &LoadedModel) -> Result<(Settings, String)> {
+        let other_algorithm = |s: &Settings| self.p.is_some_and(|p| (p > 0.0) != (s.p > 0.0));
+        let (mut s, mut source) = match &self.profile {
+            Some(path) => {
+                let s = Settings::load(path)?;
+                if let Some(p) = self.p.filter(|_| other_algorithm(&s)) {
+                    bail!(
+                        "profile {} is for p = {} ({}) but -p {p} selects {}; use a profile for that \
+                         algorithm, or leave out --profile to start from the defaults for p = {p}",
+                        path.display(),
+                        s.p,
+                        algorithm_name(s.p),
+                        algorithm_name(p),
+                    );
+                }
+                (s, format!("profile {}", path.display()))
+            }
+            None => match model.profile()? {
+                Some(s) if !other_algorithm(&s) => {
+                    let path = model.dir.join("profile.json");
+                    let source = format!("shipped profile of {}, p = {} ({})", model.entry.name, s.p, path.display());
+                    (s, source)
+                }
+                shipped => {
+                    let p = self.p.unwrap_or_default();
+                    let why = match shipped {
+                        Some(s) => format!(" (the shipped profile of {} is for p = {})", model.entry.name, s.p),
+                        None => String::new(),
+                    };
+                    (Settings { p, ..Settings::default() }, format!("defaults for p = {p}{why}"))
+                }
+            },
         };
-        if self.ddcm {
-            (s.p, s.n, s.t_start, s.t_end) = (0.5, 300, Some(999.0), Some(0.0));
-        }
+        let mut flags = Vec::new();
         macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f { s.$f = v; } )* };
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { s.$f = v; flags.push(stringify!($f)); } )* };
+        }
+        macro_rules! set_opt {
+            ($($f:ident),*) => { $( if self.$f.is_some() { s.$f = self.$f; flags.push(stringify!($f)); } )* };
         }
         set!(k, n, p, seed, intervals, sigma_max, rho, init, k0);
-        if self.t_start.is_some() {
-            s.t_start = self.t_start;
-        }
-        if self.dt_min.is_some() {
-            s.dt_min = self.dt_min;
-        }
-        if self.dt_max.is_some() {
-            s.dt_max = self.dt_max;
-        }
-        if self.t_end.is_some() {
-            s.t_end = self.t_end;
-        }
+        set_opt!(t_start, t_end, dt_min, dt_max);
         if self.sigma_mix {
             s.mixing = Mixing::SmallSigma;
+            flags.push("sigma_mix");
         }
-        Ok(s)
+        if !flags.is_empty() {
+            let flags: Vec<String> = flags.iter().map(|f| format!("--{}", f.replace('_', "-"))).collect();
+            source = format!("{source}; flags on top: {}", flags.join(" "));
+        }
+        Ok((s, source))
     }
 
-    fn config(&self, model: &LoadedModel) -> Result<Config> {
-        if self.ddcm && model.entry.family != gddcm::family::Family::Ddpm {
-            bail!("--ddcm is the DDPM baseline; model '{}' is {}", model.entry.name, model.entry.family);
+    /// The configuration and where its settings came from, for the run's summary (the token
+    /// file has no field for it).
+    fn config(&self, model: &LoadedModel) -> Result<(Config, String)> {
+        if self.ddcm {
+            if model.entry.family != gddcm::family::Family::Ddpm {
+                bail!("--ddcm is the DDPM baseline; model '{}' is {}", model.entry.name, model.entry.family);
+            }
+            // SPEC 4 fixes everything but K and the codebook seed; clap refuses the other flags.
+            let d = Settings::default();
+            let k = self.k.unwrap_or(d.k);
+            ensure!(k >= 2, "K must be at least 2, found {k}");
+            return Ok((Config::ddcm(k, self.seed.unwrap_or(d.seed)), DDCM_SOURCE.into()));
         }
-        self.settings(model)?.to_config(model.entry.family, model.denoiser.marginal())
+        let (s, source) = self.settings(model)?;
+        Ok((s.to_config(model.entry.family, model.denoiser.marginal())?, source))
     }
+}
+
+const DDCM_SOURCE: &str = "DDCM baseline (SPEC 4)";
+
+fn algorithm_name(p: f64) -> &'static str {
+    if p > 0.0 {
+        "Algorithm 1"
+    } else {
+        "Algorithm 2"
+    }
+}
+
+/// What `inspect` can tell of the settings that made a token file, which has no field for it:
+/// whether its procedure is the DDCM baseline, the model's shipped profile or the defaults for
+/// its p (each at the file's K, N and seed).
+fn settings_source(tf: &TokenFile) -> String {
+    let pr = &tf.procedure;
+    let j0 = match pr.init {
+        gddcm::format::InitStrategy::I3 { j0, .. } => Some(j0),
+        _ => None,
+    };
+    let Ok(entry) = zoo::entry(&tf.model.name) else {
+        return format!("unknown: model '{}' is not known here", tf.model.name);
+    };
+    let family = entry.family;
+    let same = |cfg: &Config| {
+        codec::procedure(cfg, family, pr.clip_x0, j0)
+            .is_ok_and(|p| gddcm::format::Procedure { dtype: pr.dtype, ..p } == *pr)
+    };
+    if family == gddcm::family::Family::Ddpm && same(&Config::ddcm(pr.k, pr.seed)) {
+        return DDCM_SOURCE.into();
+    }
+    let marginal = entry.marginal();
+    let with_file = |s: Settings| Settings { k: pr.k, n: pr.n, seed: pr.seed, ..s };
+    let matches = |s: Settings| with_file(s).to_config(family, &marginal).is_ok_and(|c| same(&c));
+    let shipped = entry.locate(None).ok().map(|d| d.join("profile.json")).filter(|p| p.is_file());
+    if let Some(path) = &shipped {
+        if Settings::load(path).is_ok_and(matches) {
+            return format!("shipped profile of {} ({}), at this K, N and seed", entry.name, path.display());
+        }
+    }
+    if matches(Settings { p: pr.p, ..Settings::default() }) {
+        return format!("defaults for p = {}, at this K, N and seed", pr.p);
+    }
+    format!(
+        "other: not the DDCM baseline, {}the defaults for p = {} (a --profile file or flags)",
+        if shipped.is_some() { "the shipped profile or " } else { "" },
+        pr.p
+    )
 }
 
 /// The compute device named by `--device`. The CUDA device is made once per process: each
@@ -523,7 +614,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Encode { images, output, model, tok } => {
             let model = load_model(&model, &tok.run)?;
-            let cfg = tok.config(&model)?;
+            let (cfg, source) = tok.config(&model)?;
             let done = encode_images(&model, &cfg, &images, &output, &tok.run)?;
             for (path, file, _) in &done {
                 println!(
@@ -534,6 +625,7 @@ fn run(cli: Cli) -> Result<()> {
                     file.total_bits().div_ceil(8)
                 );
             }
+            println!("settings: {source}");
         }
         Command::Decode { files, output, weights, run } => {
             let tfs: Vec<TokenFile> = files
@@ -561,7 +653,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Roundtrip { images, output, model, tok } => {
             let model = load_model(&model, &tok.run)?;
-            let cfg = tok.config(&model)?;
+            let (cfg, source) = tok.config(&model)?;
             let done = encode_images(&model, &cfg, &images, &output, &tok.run)?;
             // Decode from the files themselves, not the encoder's trajectory (SPEC 5, G4).
             let files: Vec<TokenFile> = done.iter().map(|(p, _, _)| TokenFile::read(p)).collect::<Result<_, _>>()?;
@@ -587,13 +679,18 @@ fn run(cli: Cli) -> Result<()> {
                 cfg.algorithm.p(),
                 output.display()
             );
+            println!("settings: {source}");
         }
         Command::Inspect { file, json } => {
             let tf = TokenFile::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let source = settings_source(&tf);
             if json {
-                println!("{}", serde_json::to_string_pretty(&tf)?);
+                let mut v = serde_json::to_value(&tf)?;
+                v["settings"] = source.into();
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("{tf}");
+                println!("settings: {source}");
             }
         }
         Command::Models { json } => {
@@ -625,7 +722,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval { model, tok, data, metrics, json, keep, resume } => {
             let model = load_model(&model, &tok.run)?;
-            let cfg = tok.config(&model)?;
+            let (cfg, source) = tok.config(&model)?;
             let ds = data.load(model.entry.channels)?;
             let batches = ds.images.len().div_ceil(tok.run.batch.max(1)) as u64;
             let nfe = 2 * Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape()).nfe() as u64 * batches;
@@ -636,8 +733,11 @@ fn run(cli: Cli) -> Result<()> {
                 pb.finish_and_clear();
             }
             print_report(&rep);
+            println!("  settings: {source}");
             if let Some(path) = json {
-                write_json(&path, &serde_json::to_value(&rep)?)?;
+                let mut v = serde_json::to_value(&rep)?;
+                v["settings"] = source.into();
+                write_json(&path, &v)?;
             }
         }
         Command::Table1 { models, data, metrics, k, n, markdown, json, keep, resume, rows, run } => {

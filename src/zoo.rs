@@ -287,6 +287,15 @@ impl ModelEntry {
     pub fn available(&self, weights: Option<&Path>) -> bool {
         self.locate(weights).is_ok()
     }
+
+    /// The marginal `s(t), Σ(t)` of the model's denoiser (SPEC 1), known without loading it.
+    pub fn marginal(&self) -> Marginal {
+        match self.parameterization {
+            Parameterization::DdpmEpsilon => Marginal::Ddpm(DdpmSchedule::cifar10()),
+            Parameterization::Preconditioned(_) => Marginal::Edm,
+            Parameterization::Velocity => Marginal::RectifiedFlow,
+        }
+    }
 }
 
 /// `diffusion_pytorch_model.safetensors` may be shipped as `.bin` instead.
@@ -359,11 +368,9 @@ pub fn load(name: &str, weights: Option<&Path>, device: &Device) -> Result<Loade
         }
     };
     let denoiser: Box<dyn Denoiser> = match entry.parameterization {
-        Parameterization::DdpmEpsilon => {
-            Box::new(RegressionDenoiser::ddpm(net, Marginal::Ddpm(DdpmSchedule::cifar10()), true))
-        }
+        Parameterization::DdpmEpsilon => Box::new(RegressionDenoiser::ddpm(net, entry.marginal(), true)),
         Parameterization::Preconditioned(precond) => {
-            Box::new(PrecondDenoiser { net, precond, marginal: Marginal::Edm })
+            Box::new(PrecondDenoiser { net, precond, marginal: entry.marginal() })
         }
         Parameterization::Velocity => Box::new(RegressionDenoiser::rectified_flow(net)),
     };

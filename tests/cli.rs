@@ -111,3 +111,73 @@ fn models_lists_the_bundled_ones_as_present() {
         assert_eq!(e["available"], true, "bundled model {name} should be present in models/");
     }
 }
+
+/// The one token file a run wrote into `dir`, and `inspect --json` and `inspect` of it.
+fn inspect_only_file(dir: &Path) -> (serde_json::Value, String) {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gddcm"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let f = files[0].display().to_string();
+    (serde_json::from_str(&ok(&gddcm(&["inspect", "--json", &f]))).unwrap(), ok(&gddcm(&["inspect", &f])))
+}
+
+/// Issue 16: `-p 0.5` on a model whose shipped profile is for p = 0 must start from the
+/// p = 0.5 defaults (SPEC 2.5, 7: T_r = the largest time, I1), not keep the profile's T_s = 0.22
+/// and I2 as Algorithm 1's T_r and init.
+#[test]
+fn p_half_starts_from_its_own_defaults_not_the_p0_profile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ex = examples();
+    let dir = tmp.path().join("half");
+    let od = dir.display().to_string();
+    let stdout = ok(&gddcm(&["roundtrip", &ex[0], "-p", "0.5", "-n", "4", "-k", "4", "--quiet", "-o", &od]));
+    assert!(stdout.contains("settings: defaults for p = 0.5"), "{stdout}");
+    let (json, text) = inspect_only_file(&dir);
+    let pr = &json["procedure"];
+    assert_eq!(pr["p"], 0.5);
+    assert_eq!(pr["n"], 4);
+    // fmnist-edm: T_r = σ_max = 80, T_t = 0.002, ρ = 7 (SPEC 2.5), I1 (Settings::default).
+    assert_eq!(pr["algorithm"]["Alg1"]["t_r"], 80.0, "{pr}");
+    assert_eq!(pr["algorithm"]["Alg1"]["t_t"], 0.002, "{pr}");
+    assert_eq!(pr["init"], "I1", "{pr}");
+    assert!(text.contains("defaults for p = 0.5"), "{text}");
+    // Without -p the shipped p = 0 profile applies, and both the run and inspect say so.
+    let dir0 = tmp.path().join("zero");
+    let od0 = dir0.display().to_string();
+    let stdout = ok(&gddcm(&["encode", &ex[0], "-n", "4", "-k", "4", "--quiet", "-o", &od0]));
+    assert!(stdout.contains("settings: shipped profile of fmnist-edm"), "{stdout}");
+    let (json, text) = inspect_only_file(&dir0);
+    assert!(json["procedure"]["algorithm"]["Alg2"]["t_s"].as_f64().unwrap() < 1.0, "{json}");
+    assert!(text.contains("shipped profile of fmnist-edm"), "{text}");
+    // An explicit profile for the other algorithm is refused rather than mixed.
+    let e = err(&gddcm(&["encode", &ex[0], "--profile", "models/edm/profile.json", "-p", "0.5", "-o", &od]));
+    assert!(e.contains("models/edm/profile.json") && e.contains("p = 0"), "{e}");
+}
+
+/// Issue 16: `--ddcm` is exactly `Config::ddcm` (SPEC 4), whatever the model's shipped profile
+/// says (fmnist-ddpm's is I3), and refuses the flags that would change it.
+#[test]
+fn ddcm_is_exactly_the_spec4_baseline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ex = examples();
+    let od = tmp.path().display().to_string();
+    let stdout = ok(&gddcm(&["encode", &ex[0], "-m", "fmnist-ddpm", "--ddcm", "-k", "4", "--quiet", "-o", &od]));
+    assert!(stdout.contains("settings: DDCM baseline (SPEC 4)"), "{stdout}");
+    let (json, text) = inspect_only_file(tmp.path());
+    let pr = &json["procedure"];
+    assert_eq!(pr["k"], 4);
+    assert_eq!(pr["n"], 300);
+    assert_eq!(pr["p"], 0.5);
+    assert_eq!(pr["seed"], 0x6464_636d_u64, "the default codebook seed");
+    assert_eq!(pr["mixing"], "SigmaBig");
+    assert_eq!(pr["algorithm"]["Alg1"], serde_json::json!({ "t_r": 999.0, "t_t": 0.0, "rho": 1.0 }), "{pr}");
+    assert_eq!(pr["init"], "I1", "{pr}");
+    assert!(text.contains("DDCM baseline (SPEC 4)"), "{text}");
+    for flag in [["-n", "12"], ["--init", "i3"], ["--t-start", "500"]] {
+        let e = err(&gddcm(&["encode", &ex[0], "-m", "fmnist-ddpm", "--ddcm", flag[0], flag[1], "-o", &od]));
+        assert!(e.contains("--ddcm") && e.contains(flag[0]), "{e}");
+    }
+}
