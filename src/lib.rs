@@ -5,7 +5,7 @@
 //! into `N` indices into seeded Gaussian codebooks of `K` entries; a decoder that replays the
 //! same diffusion steps with the same codebooks rebuilds the image.
 //!
-//! The crate is organised as in `DESIGN.md`:
+//! The crate is organised as in `docs/DESIGN.md`:
 //! - [`marginal`]: `x_t = s(t) x0 + Σ(t) ε` for every family (SPEC 1).
 //! - [`family`]: the [`family::Denoiser`] trait, the per-family adapters turning a network
 //!   output into `(x0_hat, eps_hat)`, preconditioners and exact analytic denoisers.

@@ -90,7 +90,7 @@ impl GroupNorm {
 
 /// A fully connected layer `y = x Wᵀ + b` on 2-D inputs `[N, in]`. The weight is stored
 /// transposed and contiguous, so the matmul never sees a transposed left operand broadcast
-/// over a batch (candle issue 3744, notes/cpu.md).
+/// over a batch (candle issue 3744, docs/cpu-notes.md).
 #[derive(Debug, Clone)]
 pub struct Linear {
     wt: Tensor,

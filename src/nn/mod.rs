@@ -8,7 +8,7 @@
 //! - [`songunet`], [`keymaps`], [`checkpoints`]: EDM `SongUNet`, which also runs RectifiedFlow
 //!   and consistency-model checkpoints through key maps (NETWORKS.md §2–§4).
 //!
-//! See `fixtures/NETWORKS.md` for the forward passes these follow.
+//! See `tests/fixtures/NETWORKS.md` for the forward passes these follow.
 //!
 //! # Loading a model from files
 //!

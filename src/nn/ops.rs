@@ -2,7 +2,7 @@
 //! 2-D convolution.
 //!
 //! candle 0.11.1 has no fused GroupNorm; its composite version (reshape, mean, var, …) takes
-//! ~15× longer than PyTorch's on CPU (notes/cpu.md). [`group_norm`] does the whole
+//! ~15× longer than PyTorch's on CPU (docs/cpu-notes.md). [`group_norm`] does the whole
 //! normalisation, the per-channel affine and optionally SiLU in one pass per group.
 //! Statistics are accumulated in f64 with a two-pass variance, so the result is at least as
 //! accurate as PyTorch's (NETWORKS.md §5).
@@ -256,7 +256,7 @@ pub(super) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result
 
 thread_local! {
     /// Per-thread im2col buffer, reused across calls (page faults are expensive here,
-    /// notes/cpu.md).
+    /// docs/cpu-notes.md).
     static COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 

@@ -10,7 +10,7 @@
 //!
 //! Attention weights are accepted under both the current names (`to_q/to_k/to_v/to_out.0`)
 //! and the legacy ones of the released google/ddpm-* files (`query/key/value/proj_attn`)
-//! (fixtures/README.md, "Real weight files").
+//! (tests/fixtures/README.md, "Real weight files").
 
 use std::path::Path;
 
