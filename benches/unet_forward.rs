@@ -1,8 +1,8 @@
 //! Forward throughput of the full-size DDPM CIFAR-10 `UNet2DModel` (config and shapes from
-//! `../shared/fixtures/unet2d_ddpm_cifar10_32.keys.json`) on random weights, CPU f32, or with
+//! `tests/fixtures/unet2d_ddpm_cifar10_32.keys.json`) on random weights, CPU f32, or with
 //! `GDDCM_BENCH_NET=bundled` of the bundled Fashion-MNIST network (`models/edm`), or with
 //! `GDDCM_BENCH_NET=edm-ddpmpp` of the full-size EDM SongUNet DDPM++ (CIFAR-10, 55.7M parameters,
-//! from `../shared/fixtures/edm_songunet_ddpmpp.full.keys.json`) on random weights; its PyTorch
+//! from `tests/fixtures/edm_songunet_ddpmpp.full.keys.json`) on random weights; its PyTorch
 //! side is `tools/songunet_torch.py bench`.
 //!
 //! `cargo bench --bench unet_forward` prints images/s at batch 1 and 8 (median and best of
@@ -34,9 +34,9 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// A fixtures manifest (`../shared/fixtures/NAME`).
+/// A fixtures manifest (`tests/fixtures/NAME`).
 fn manifest(name: &str) -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
 

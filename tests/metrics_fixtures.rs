@@ -1,21 +1,13 @@
-//! Checks the metrics against the reference fixtures in `../shared/fixtures` (see its
-//! README). A missing fixture is a test failure, never a skip.
+//! Checks the metrics against the reference fixtures in `tests/fixtures` (see its README).
+//! A missing fixture is a test failure, never a skip.
+
+mod support;
 
 use candle_core::{DType, Device, Tensor};
 use gddcm::metrics::{fid, ssim, ImageU8};
 use std::collections::HashMap;
 use std::path::PathBuf;
-
-fn fixture_path(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(name);
-    assert!(
-        p.is_file(),
-        "required fixture {} is missing: these tests need the shared fixtures folder \
-         next to the repository (../shared/fixtures)",
-        p.display()
-    );
-    p
-}
+use support::{fixture_path, materialise};
 
 fn load(name: &str) -> HashMap<String, Tensor> {
     let p = fixture_path(name);
@@ -179,9 +171,9 @@ fn classifier_standin_matches_pytorch() {
 
 fn check_lpips(net: gddcm::metrics::lpips::LpipsNet, file: &str) {
     use gddcm::metrics::lpips::Lpips;
-    let path = fixture_path(file);
+    let (_dir, path) = materialise(file);
     let model = Lpips::load_combined(net, &path).unwrap();
-    let m = load(file);
+    let m = load(&format!("{file}.safetensors"));
     for sz in ["32", "64"] {
         let x0 = get(&m, &format!("in.x0_{sz}"));
         let x1 = get(&m, &format!("in.x1_{sz}"));
@@ -207,18 +199,18 @@ fn check_lpips(net: gddcm::metrics::lpips::LpipsNet, file: &str) {
 
 #[test]
 fn lpips_alex_matches_reference() {
-    check_lpips(gddcm::metrics::lpips::LpipsNet::Alex, "lpips_alex.safetensors");
+    check_lpips(gddcm::metrics::lpips::LpipsNet::Alex, "lpips_alex");
 }
 
 #[test]
 fn lpips_vgg_matches_reference() {
-    check_lpips(gddcm::metrics::lpips::LpipsNet::Vgg, "lpips_vgg.safetensors");
+    check_lpips(gddcm::metrics::lpips::LpipsNet::Vgg, "lpips_vgg");
 }
 
 #[test]
 fn fid_inception_matches_pytorch_fid() {
     use gddcm::metrics::inception::FidInception;
-    let path = fixture_path("fid_inception_v3.safetensors");
+    let (_dir, path) = materialise("fid_inception_v3");
     let net = FidInception::load(&path).unwrap();
     let m = load("fid_inception_v3.safetensors");
     let x = get(&m, "in.images");

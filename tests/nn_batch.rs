@@ -1,9 +1,9 @@
 //! Batch > 1 regressions. candle 0.11.1's CPU batched matmul is wrong when the left operand
 //! is a transposed view and the right one is broadcast over the batch (upstream issue 3744,
-//! notes/cpu.md) — exactly what a `Linear` on `[B, HW, C]` from a transposed `[B, C, HW]`
+//! docs/cpu-notes.md) — exactly what a `Linear` on `[B, HW, C]` from a transposed `[B, C, HW]`
 //! does inside attention blocks. Every batched result must equal the per-sample results.
 
-use std::path::PathBuf;
+mod support;
 
 use candle_core::{Device, Tensor};
 use gddcm::family::Network;
@@ -57,13 +57,10 @@ fn attention_batched_equals_per_sample() {
 
 #[test]
 fn unet2d_batched_equals_per_sample() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
-    let p = dir.join("unet2d_variant_small.safetensors");
-    assert!(p.exists(), "fixture {} is missing", p.display());
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("unet2d_variant_small.json")).unwrap()).unwrap();
+    let name = "unet2d_variant_small";
+    let meta = support::json(&format!("{name}.json"));
     let cfg: UNet2DConfig = serde_json::from_value(meta["constructor_config"].clone()).unwrap();
-    let all = TensorStore::from_safetensors(&p).unwrap();
+    let all = TensorStore::new(name, support::tensors(name)).unwrap();
     let net = UNet2DModel::from_store(&cfg, &all.sub("w.")).unwrap();
     let x = Tensor::randn(0f32, 1.0, (3, 1, 64, 64), &Device::Cpu).unwrap();
     let t = Tensor::new(&[3f32, 400.5, 871.0], &Device::Cpu).unwrap();

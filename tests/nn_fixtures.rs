@@ -1,28 +1,17 @@
-//! The networks of `gddcm::nn` against the reference fixtures in `../shared/fixtures`
-//! (fixtures/README.md, NETWORKS.md). A missing fixture fails the test.
+//! The networks of `gddcm::nn` against the reference fixtures in `tests/fixtures`
+//! (its README.md and NETWORKS.md). A missing fixture fails the test.
 
-use std::path::PathBuf;
+mod support;
 
 use candle_core::{DType, Tensor};
 use gddcm::family::{Network, Precond};
 use gddcm::nn::{SongUNet, SongUNetConfig, TensorStore, UNet2DConfig, UNet2DModel};
 
-fn fixture(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(name);
-    assert!(
-        p.exists(),
-        "fixture {} is missing: the nn tests need ../shared/fixtures (see fixtures/README.md)",
-        p.display()
-    );
-    p
-}
+use support::json;
 
-fn json(name: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture(name)).unwrap()).unwrap()
-}
-
+/// Fixture `name` (committed tensors plus its seeded weights).
 fn store(name: &str) -> TensorStore {
-    TensorStore::from_safetensors(fixture(name)).unwrap()
+    TensorStore::new(name, support::tensors(name)).unwrap()
 }
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
@@ -39,7 +28,7 @@ fn check(name: &str, got: &Tensor, want: &Tensor, tol: f64) {
 fn unet2d_fixture(name: &str) {
     let meta = json(&format!("{name}.json"));
     let cfg: UNet2DConfig = serde_json::from_value(meta["constructor_config"].clone()).unwrap();
-    let all = store(&format!("{name}.safetensors"));
+    let all = store(name);
     let x = all.raw("in.sample").unwrap().clone();
     let t = all.raw("in.timesteps").unwrap().to_dtype(DType::F32).unwrap();
     let want = all.raw("out.sample").unwrap().clone();
@@ -80,7 +69,7 @@ impl Network for WithAugment<'_> {
 fn edm_fixture(name: &str, second: (&str, Precond)) {
     let meta = json(&format!("{name}.json"));
     let cfg = SongUNetConfig::from_edm_json(&meta["constructor_small"], name).unwrap();
-    let all = store(&format!("{name}.safetensors"));
+    let all = store(name);
     let w = all.sub("w.");
     let net = SongUNet::new(&cfg, &w).unwrap();
     w.finish().unwrap();
@@ -113,7 +102,7 @@ fn rf_ncsnpp_ddpmpp_small() {
     let name = "rf_ncsnpp_ddpmpp_small";
     let meta = json(&format!("{name}.json"));
     let cfg = SongUNetConfig::from_rf_json(&meta["config_small"], name).unwrap();
-    let all = store(&format!("{name}.safetensors"));
+    let all = store(name);
     let w = all.sub("w.");
     let net = SongUNet::from_rf_store(&cfg, &w).unwrap();
     let x = all.raw("in.x").unwrap();
@@ -134,7 +123,7 @@ fn cm_ncsnpp_small() {
     let name = "cm_ncsnpp_small";
     let meta = json(&format!("{name}.json"));
     let cfg = SongUNetConfig::from_cm_json(&meta["config_small"], name).unwrap();
-    let all = store(&format!("{name}.safetensors"));
+    let all = store(name);
     let w = all.sub("w.");
     let net = SongUNet::from_cm_store(&cfg, &w).unwrap();
     let x = nhwc_to_nchw(all.raw("in.x").unwrap());

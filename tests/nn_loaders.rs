@@ -10,15 +10,8 @@ use gddcm::family::{Network, Precond};
 use gddcm::nn::checkpoints::{flax_tree_to_store, read_flax_params_ema, read_pth_tensor_list};
 use gddcm::nn::{RfWeights, SongUNet, TensorStore, UNet2DModel};
 
-fn fixtures() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
-    assert!(p.exists(), "fixtures missing: {}", p.display());
-    p
-}
-
-fn json(name: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join(name)).unwrap()).unwrap()
-}
+mod support;
+use support::json;
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
@@ -36,7 +29,7 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
 
 /// The `w.*` tensors of a fixture, renamed by `f`, written as safetensors into `path`.
 fn rewrite(fixture: &str, path: &std::path::Path, f: impl Fn(&str) -> String) -> TensorStore {
-    let all = TensorStore::from_safetensors(fixtures().join(fixture)).unwrap();
+    let all = TensorStore::new(fixture, support::tensors(fixture)).unwrap();
     let w = all.sub("w.");
     let map: HashMap<String, Tensor> = w.keys().map(|k| (f(k), w.raw(k).unwrap().clone())).collect();
     candle_core::safetensors::save(&map, path).unwrap();
@@ -47,9 +40,7 @@ fn rewrite(fixture: &str, path: &std::path::Path, f: impl Fn(&str) -> String) ->
 fn unet2d_diffusers_directory() {
     let dir = tempfile::tempdir().unwrap();
     let name = "unet2d_ddpm_cifar10_small";
-    let all = rewrite(&format!("{name}.safetensors"), &dir.path().join("diffusion_pytorch_model.safetensors"), |k| {
-        k.to_string()
-    });
+    let all = rewrite(name, &dir.path().join("diffusion_pytorch_model.safetensors"), |k| k.to_string());
     let meta = json(&format!("{name}.json"));
     let mut cfg = meta["constructor_config"].clone();
     cfg["_class_name"] = "UNet2DModel".into();
@@ -74,7 +65,7 @@ fn edm_export_with_model_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let name = "edm_songunet_ncsnpp_small";
     let wpath = dir.path().join("net.safetensors");
-    let all = rewrite(&format!("{name}.safetensors"), &wpath, |k| format!("model.{k}"));
+    let all = rewrite(name, &wpath, |k| format!("model.{k}"));
     let meta = json(&format!("{name}.json"));
     let mut cfg = meta["constructor_small"].clone();
     cfg["precond"] = serde_json::json!({"class": "EDMPrecond", "sigma_data": 0.5});
@@ -91,7 +82,7 @@ fn rf_state_dict_with_module_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let name = "rf_ncsnpp_ddpmpp_small";
     let wpath = dir.path().join("model.safetensors");
-    let all = rewrite(&format!("{name}.safetensors"), &wpath, |k| format!("module.{k}"));
+    let all = rewrite(name, &wpath, |k| format!("module.{k}"));
     let cpath = dir.path().join("rf.json");
     std::fs::write(&cpath, json(&format!("{name}.json"))["config_small"].to_string()).unwrap();
     let net = SongUNet::load_rf(&cpath, &wpath, RfWeights::Ema, &Device::Cpu).unwrap();
@@ -156,7 +147,7 @@ fn nest(items: &[(String, rmpv::Value)]) -> rmpv::Value {
 #[test]
 fn flax_msgpack_checkpoint() {
     let name = "cm_ncsnpp_small";
-    let all = TensorStore::from_safetensors(fixtures().join(format!("{name}.safetensors"))).unwrap();
+    let all = TensorStore::new(name, support::tensors(name)).unwrap();
     let w = all.sub("w.");
     let items: Vec<(String, rmpv::Value)> = w.keys().map(|k| (k.to_string(), ext_array(w.raw(k).unwrap()))).collect();
     let params = rmpv::Value::Map(vec![("params".into(), nest(&items))]);

@@ -1,8 +1,7 @@
-//! Full-size architectures against the key manifests in `../shared/fixtures/*.keys.json`:
+//! Full-size architectures against the key manifests in `tests/fixtures/*.keys.json`:
 //! every key consumed, none missing, shapes exact; and the errors for a wrong shape, a
 //! missing key and an unused key. Zero weights (broadcast scalars), no real checkpoint needed.
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
@@ -12,11 +11,8 @@ use gddcm::nn::{LoadError, SongUNet, SongUNetConfig, TensorStore, UNet2DConfig, 
 /// Full-size models take ~250 MB each: build one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn json(name: &str) -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(name);
-    assert!(p.exists(), "fixture {} is missing: the nn tests need ../shared/fixtures", p.display());
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
+mod support;
+use support::json;
 
 fn shapes(v: &serde_json::Value) -> Vec<(String, Vec<usize>)> {
     v.as_object()

@@ -8,13 +8,13 @@
 # Set AB_VARIANTS=0 to time only gddcm as built and PyTorch, THREADS=2 for two threads on each side.
 #
 # Needs `cargo bench --bench unet_forward --no-run` first; PyTorch from $PYTHON (default
-# /work/venv/bin/python, see tools/bench_torch.py).
+# venv/bin/python, see tools/bench_torch.py).
 set -euo pipefail
 NET=${1:-ddpm-cifar10}
 BATCHES=${2:-1,8}
 ITERS=${3:-4}
 ROUNDS=${4:-2}
-PYTHON=${PYTHON:-/work/venv/bin/python}
+PYTHON=${PYTHON:-venv/bin/python}
 B=$(ls -t target/release/deps/unet_forward-* | grep -v '\.d$' | head -1)
 export GDDCM_BENCH_NET=$NET GDDCM_BENCH_BATCHES=$BATCHES GDDCM_BENCH_ITERS=$ITERS RAYON_NUM_THREADS=${THREADS:-1}
 T=${THREADS:-1}

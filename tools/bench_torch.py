@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """PyTorch reference for benches/unet_forward.rs: diffusers UNet2DModel, the full-size
-google/ddpm-cifar10-32 config (from ../shared/fixtures/unet2d_ddpm_cifar10_32.keys.json), random
+google/ddpm-cifar10-32 config (from tests/fixtures/unet2d_ddpm_cifar10_32.keys.json), random
 weights, CPU float32, batch 1 and 8; prints images/s (median and best of N timed runs) and the
 process CPU time per forward.
 
-    /work/venv/bin/python tools/bench_torch.py [iters] [threads (default 2)] [batches (default 1,8)] [bundled]
+    venv/bin/python tools/bench_torch.py [iters] [threads (default 2)] [batches (default 1,8)] [bundled]
 
 With `bundled`, the bundled Fashion-MNIST network models/edm (trained weights) instead.
 With GDDCM_BENCH_DEVICE=cuda (as benches/unet_forward.rs), on the GPU: float32 with TF32 off
@@ -19,7 +19,7 @@ import time
 import torch
 
 here = os.path.dirname(os.path.abspath(__file__))
-manifest = os.path.join(here, "..", "..", "shared", "fixtures", "unet2d_ddpm_cifar10_32.keys.json")
+manifest = os.path.join(here, "..", "tests", "fixtures", "unet2d_ddpm_cifar10_32.keys.json")
 
 
 def time_forwards(net, x, t, iters, sync=lambda: None):

@@ -3,7 +3,7 @@
 Builds the fixed Fashion-MNIST stand-in classifier (the same module names the trained model
 uses) with seeded random weights, runs it on a few random inputs in [-1, 1] and saves the
 weights (`conv1.weight`, ..., `fc2.bias`) together with `in.x`, `out.features` and
-`out.logits`. Needs torch and safetensors (e.g. /work/venv/bin/python).
+`out.logits`. Needs torch and safetensors (e.g. venv/bin/python).
 
 To keep the file under 1 MB the weights are stored in float16, except `fc1.weight`
 (4096x128, the bulk of the parameters) which is stored as float8_e4m3fn. The reference

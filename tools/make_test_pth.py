@@ -7,7 +7,7 @@
   Adam-like state. One tensor is a view with a storage offset, one is float16, one float64.
 - tests/data/state_dict.bin: a plain state dict (what diffusers' `.bin` files are).
 
-    /work/venv/bin/python tools/make_test_pth.py
+    venv/bin/python tools/make_test_pth.py
 """
 import os
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """A PyTorch EDM SongUNet, DDPM++ variant (positional noise embedding, standard encoder and
-decoder, resample filter [1, 1]), written from ../shared/fixtures/NETWORKS.md §1-2 as the
+decoder, resample filter [1, 1]), written from tests/fixtures/NETWORKS.md §1-2 as the
 PyTorch side of the SongUNet forward benchmark (issue 6). State-dict keys are EDM's
 (`SongUNet.state_dict()`), so the fixture weights load strictly.
 
-    /work/venv/bin/python tools/songunet_torch.py check
+    venv/bin/python tools/songunet_torch.py check
         the small DDPM++ fixture: EDMPrecond D(x, sigma) against out.D (tolerance 1e-5)
-    /work/venv/bin/python tools/songunet_torch.py bench [iters] [threads] [batches]
+    venv/bin/python tools/songunet_torch.py bench [iters] [threads] [batches]
         full-size CIFAR-10 DDPM++ (55.7M parameters) on random weights, CPU float32: ms per
         forward and process CPU time, as tools/bench_torch.py (compare with
         `GDDCM_BENCH_NET=edm-ddpmpp cargo bench --bench unet_forward`)
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "fixtures")
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
 SKIP_SCALE = math.sqrt(0.5)
 
 

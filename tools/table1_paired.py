@@ -8,7 +8,7 @@ reconstructions (`fmnist_t10k_NNNNN.png`) of each row and the Fashion-MNIST test
 computes every image's PSNR (data range 255, as `gddcm` and scikit-image), and prints the mean
 PSNR of each row, the mean paired difference p0 - p0.5 with a 95% bootstrap interval over
 images (10,000 resamples, fixed seed), and the share of images where p = 0 is better.
-Needs numpy and Pillow (e.g. /work/venv/bin/python).
+Needs numpy and Pillow (e.g. venv/bin/python).
 """
 import gzip
 import os

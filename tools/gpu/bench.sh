@@ -11,6 +11,6 @@ GDDCM_BENCH_DEVICE=cuda timeout 60 python3 tools/bench_torch.py 10 16 1,8,64,256
 el "gddcm bench, bundled fmnist-edm, N=300"
 timeout 60 $B bench --device cuda -m fmnist-edm -n 300 --batch 1,256 --json $OUT/bench_fmnist_edm.json
 el "gddcm bench, full-size ddpm-cifar10 (random weights), N=20"
-python3 tools/gpu/mkddpm.py .gpu/unet2d_ddpm_cifar10_32.keys.json /tmp/ddpm
+python3 tools/gpu/mkddpm.py tests/fixtures/unet2d_ddpm_cifar10_32.keys.json /tmp/ddpm
 timeout 100 $B bench --device cuda -m ddpm-cifar10 --weights /tmp/ddpm -n 20 --batch 1,64,256 --json $OUT/bench_ddpm.json
 el done

@@ -21,6 +21,6 @@ GDDCM_BENCH_DEVICE=cuda GDDCM_BENCH_BATCHES=1,8,64,256 GDDCM_BENCH_ITERS=20 time
 GDDCM_BENCH_DEVICE=cuda timeout 150 python3 tools/bench_torch.py 20 16 1,8,64,256
 el "4. gddcm bench on the GPU"
 timeout 100 $B bench --device cuda -n 300 --batch 1,256 --json $OUT/w/bench_bundled.json
-python3 tools/gpu/mkddpm.py .gpu/unet2d_ddpm_cifar10_32.keys.json /tmp/ddpm
+python3 tools/gpu/mkddpm.py tests/fixtures/unet2d_ddpm_cifar10_32.keys.json /tmp/ddpm
 timeout 200 $B bench --device cuda -m ddpm-cifar10 --weights /tmp/ddpm -n 300 --batch 1,256 --json $OUT/w/bench_ddpm.json
 el "done"

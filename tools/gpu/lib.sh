@@ -26,6 +26,6 @@ g4_check() {
 bench_batch256() {
   el "gddcm bench on the GPU, batch 256"
   timeout 60 $B bench --device cuda -m fmnist-edm -n 300 --batch 256 --json $OUT/w/bench_fmnist_edm.json
-  python3 tools/gpu/mkddpm.py .gpu/unet2d_ddpm_cifar10_32.keys.json /tmp/ddpm
+  python3 tools/gpu/mkddpm.py tests/fixtures/unet2d_ddpm_cifar10_32.keys.json /tmp/ddpm
   timeout 90 $B bench --device cuda -m ddpm-cifar10 --weights /tmp/ddpm -n 20 --batch 256 --json $OUT/w/bench_ddpm.json
 }

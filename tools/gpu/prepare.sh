@@ -5,8 +5,8 @@
 #   .gpu/bin/unet_forward_im2col.xz   the forward bench with candle's own CUDA convolutions
 #   .gpu/g4/<config>/{tok,cpu}          CPU-encoded token files of assets/examples and their CPU decodes
 #   .gpu/whl/                           diffusers and its two missing needs, for tools/bench_torch.py
-#   .gpu/unet2d_ddpm_cifar10_32.keys.json, .gpu/built_in
-# Usage: [CUDA_WORK=dir] tools/gpu/prepare.sh   (from the checkout; needs ../shared/fixtures and pip)
+#   .gpu/built_in
+# Usage: [CUDA_WORK=dir] tools/gpu/prepare.sh   (from the checkout; needs pip)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo /.gpu/ >> .git/info/exclude
@@ -20,7 +20,6 @@ strip -o .gpu/bin/gddcm target/cuda/release/gddcm
 strip -o .gpu/bin/unet_forward "$(bench_bin .gpu/build.log)"
 xz -T0 -6 .gpu/bin/gddcm .gpu/bin/unet_forward .gpu/bin/unet_forward_im2col
 pwd > .gpu/built_in
-cp ../shared/fixtures/unet2d_ddpm_cifar10_32.keys.json .gpu/
 ${PYTHON:-python3} -m pip download -q --no-deps --only-binary=:all: -d .gpu/whl diffusers==0.42.1 importlib_metadata zipp
 cargo build --release --bin gddcm
 for c in fmnist-edm fmnist-cm fmnist-rf fmnist-ddpm fmnist-ddpm-ddcm; do

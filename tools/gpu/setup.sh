@@ -12,8 +12,8 @@ L=""; for so in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13
   [ -n "$p" ] && L="$L:$(dirname "$p")"; done
 export LD_LIBRARY_PATH="${L#:}:${LD_LIBRARY_PATH:-}"
 ldd .gpu/bin/gddcm | grep -E 'cuda|cublas|curand|nvrtc|cudnn|not found'
-# The forward bench reads models/ and ../shared/fixtures/ from the folder it was built in.
-M=$(cat .gpu/built_in); mkdir -p "$M/../shared/fixtures" && cp .gpu/unet2d_ddpm_cifar10_32.keys.json "$M/../shared/fixtures/"
+# The forward bench reads models/ and tests/fixtures/ from the folder it was built in.
+M=$(cat .gpu/built_in)
 [ -e "$M" ] || ln -s "$PWD" "$M"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site
 B=.gpu/bin/gddcm
