@@ -35,14 +35,18 @@ pub struct DdpmSchedule {
 impl DdpmSchedule {
     /// `ᾱ_t = Π_{i≤t}(1 − β_i)` for the linear schedule.
     pub fn linear(num_steps: usize, beta_start: f64, beta_end: f64) -> Self {
-        let mut alpha_bar = Vec::with_capacity(num_steps);
+        let mut schedule = Self { num_steps, beta_start, beta_end, alpha_bar: Vec::with_capacity(num_steps) };
         let mut prod = 1.0f64;
         for i in 0..num_steps {
-            let beta = beta_start + (beta_end - beta_start) * i as f64 / (num_steps - 1) as f64;
-            prod *= 1.0 - beta;
-            alpha_bar.push(prod);
+            prod *= 1.0 - schedule.beta(i);
+            schedule.alpha_bar.push(prod);
         }
-        Self { num_steps, beta_start, beta_end, alpha_bar }
+        schedule
+    }
+
+    /// `β_i`, the noise added by step `i ∈ [0, T−1]` (SPEC 1.1).
+    pub fn beta(&self, i: usize) -> f64 {
+        self.beta_start + (self.beta_end - self.beta_start) * i as f64 / (self.num_steps - 1) as f64
     }
 
     /// google/ddpm-cifar10-32: T = 1000, β from 1e-4 to 0.02.
