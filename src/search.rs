@@ -136,14 +136,35 @@ impl SearchSpace {
         }
     }
 
-    /// The range of `T_r` (p > 0): EDM/CM σ 0.5–80, RF τ 0.3–0.999, DDPM t (N + T_t)–999.
+    /// The range of `T_r` (p > 0), drawn log-uniformly for the continuous families: EDM/CM
+    /// σ 0.2–80, RF τ 1/6–0.999 (σ_RF = τ/(1−τ) from 0.2), DDPM t (N + T_t)–999.
+    ///
+    /// The low end reaches σ ≈ 0.2: on the bundled models Algorithm 1 started at σ = 1 gave
+    /// 43 dB where σ = 80 gave 35 dB (issue 16), because the tokens are spent where the image
+    /// is still ambiguous instead of on near-pure noise. DDPM cannot go that low with one token
+    /// per integer step: T_r ≥ N + T_t.
     fn t_r_range(&self) -> (f64, f64) {
         let max = self.marginal.max_time();
         match self.family {
             Family::Ddpm => (0.0, max),
-            Family::Edm | Family::Cm => (0.5, max),
-            Family::Rf => (0.3, max),
+            Family::Edm | Family::Cm => (0.2, max),
+            Family::Rf => (1.0 / 6.0, max),
         }
+    }
+
+    /// The smallest `Δ_min` (fraction of `T_s`) of the continuous families at p = 0: 1e-4, so
+    /// the jump that sets Algorithm 2's per-token noise floor can shrink as N grows (at 0.005
+    /// the bundled models barely moved from N = 300 to N = 1200, issue 16).
+    const DT_MIN_LOW: f64 = 1e-4;
+
+    /// The final sampler's step counts tried at p = 0: `Some(0)` returns `x0h` at `T_s` in one
+    /// jump, `None` is the family's default sampler (SPEC 2.7).
+    const SAMPLER_STEPS: [Option<u32>; 5] = [None, Some(0), Some(1), Some(3), Some(8)];
+
+    /// Whether the final sampler's steps are searched: p = 0 only, and not for consistency
+    /// models, which sample in one step.
+    pub fn searches_sampler(&self) -> bool {
+        !self.stochastic && self.family != Family::Cm
     }
 
     /// Whether the mixing mode is searched (SPEC 8: RF and DDPM). Not for EDM and CM, where
@@ -176,11 +197,14 @@ impl SearchSpace {
                 s.intervals = rng.int(1, p_max) as u32;
             } else {
                 s.dt_max = Some(rng.range(0.3, 0.99));
-                s.dt_min = Some(rng.log_range(0.005, 0.2));
+                s.dt_min = Some(rng.log_range(Self::DT_MIN_LOW, 0.2));
                 s.intervals = rng.int(1, 8) as u32;
             }
             s.sigma_max = rng.log_range(1.0, 50.0);
             s.rho = rng.range(0.5, 10.0);
+            if self.searches_sampler() {
+                s.sampler_steps = rng.pick(&Self::SAMPLER_STEPS);
+            }
         } else {
             s.p = rng.pick(&self.p_values);
             let (lo, hi) = self.t_r_range();
@@ -191,7 +215,7 @@ impl SearchSpace {
                 s.t_start = Some(rng.int(lo, hi as i64) as f64);
                 s.grid_rho = None;
             } else {
-                s.t_start = Some(if self.family == Family::Rf { rng.range(lo, hi) } else { rng.log_range(lo, hi) });
+                s.t_start = Some(rng.log_range(lo, hi));
                 s.t_end = Some(match self.family {
                     Family::Rf => rng.range(0.0, 0.05),
                     _ => rng.log_range(0.002, 0.05),
@@ -246,6 +270,9 @@ impl SearchSpace {
             c.extend([Coordinate::DtMin, Coordinate::Intervals, Coordinate::SigmaMax, Coordinate::Rho]);
             if !self.discrete() {
                 c.push(Coordinate::DtMax);
+            }
+            if self.searches_sampler() {
+                c.push(Coordinate::SamplerSteps);
             }
         }
         c.push(Coordinate::Init);
@@ -311,7 +338,7 @@ impl SearchSpace {
                         .collect()
                 } else {
                     let hi = s.dt_max.unwrap_or(0.3).min(0.2);
-                    scale(d, 0.005, hi).into_iter().map(|v| with(&|n| n.dt_min = Some(v))).collect()
+                    scale(d, Self::DT_MIN_LOW, hi).into_iter().map(|v| with(&|n| n.dt_min = Some(v))).collect()
                 }
             }
             Coordinate::DtMax => {
@@ -343,6 +370,11 @@ impl SearchSpace {
                 .into_iter()
                 .filter(|&i| i != s.init)
                 .map(|i| with(&|n| n.init = i))
+                .collect(),
+            Coordinate::SamplerSteps => Self::SAMPLER_STEPS
+                .into_iter()
+                .filter(|&v| v != s.sampler_steps)
+                .map(|v| with(&|n| n.sampler_steps = v))
                 .collect(),
             Coordinate::Mixing => [Mixing::BigSigma, Mixing::SmallSigma]
                 .into_iter()
@@ -382,6 +414,8 @@ pub enum Coordinate {
     Init,
     /// Σ-mix or σ-mix (SPEC 2.2).
     Mixing,
+    /// Steps of Algorithm 2's final sampler (0: `x0h` at `T_s`).
+    SamplerSteps,
 }
 
 /// How long the search runs.

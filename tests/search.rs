@@ -84,3 +84,30 @@ fn failed_configurations_are_logged_and_skipped() {
         random_then_coordinate(&Settings::default(), &space, &opts, |_: &Settings| anyhow::bail!("no"), |_, _| {});
     assert!(none.is_err());
 }
+
+/// The space reaches the region where the bundled models do best (issue 16): Algorithm 1
+/// started near σ = 0.2–1, Algorithm 2 with Δ_min down to 1e-4·T_s and `x0h` returned at T_s.
+#[test]
+fn search_space_reaches_low_start_small_jumps_and_x0h_output() {
+    use gddcm::marginal::Marginal;
+    use gddcm::search::{Coordinate, SearchRng};
+    let mut rng = SearchRng::new(3);
+    let base = Settings { k: 256, n: 300, ..Settings::default() };
+    for (family, marginal) in [(Family::Edm, Marginal::Edm), (Family::Rf, Marginal::RectifiedFlow)] {
+        let alg1 = SearchSpace::stochastic(family, marginal.clone());
+        let starts: Vec<f64> = (0..2000).map(|_| alg1.sample(&base, &mut rng).t_start.unwrap()).collect();
+        // σ-equivalent of the lowest start: EDM's t is σ, rectified flow's σ is τ/(1−τ).
+        let sigma = |t: f64| if family == Family::Rf { t / (1.0 - t) } else { t };
+        let lowest = starts.iter().cloned().fold(f64::INFINITY, f64::min);
+        assert!(sigma(lowest) < 0.25, "{family:?}: lowest T_r {lowest}");
+        assert!(starts.iter().filter(|&&t| sigma(t) < 1.5).count() > 200, "{family:?}: too few low starts");
+        let alg2 = SearchSpace::p_zero(family, marginal);
+        let drawn: Vec<Settings> = (0..2000).map(|_| alg2.sample(&base, &mut rng)).collect();
+        let smallest = drawn.iter().map(|s| s.dt_min.unwrap()).fold(f64::INFINITY, f64::min);
+        assert!(smallest < 2e-4, "{family:?}: smallest Δ_min {smallest}");
+        assert!(drawn.iter().any(|s| s.sampler_steps == Some(0)), "{family:?}: x0h output never drawn");
+        assert!(alg2.coordinates().contains(&Coordinate::SamplerSteps));
+        // Every drawn configuration is one the tokenizer accepts.
+        assert!(drawn.iter().all(|s| s.to_config(family, &alg2.marginal).is_ok()));
+    }
+}
