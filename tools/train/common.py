@@ -3,7 +3,7 @@
 Data convention (all models): Fashion-MNIST 28x28 u8 gray, padded to 32x32 with
 2 px of background (u8 0 -> -1.0) on every side, x = u8/127.5 - 1 in [-1, 1], 1 channel.
 """
-import gzip, json, math, os, time, copy, platform
+import gzip, hashlib, json, math, os, signal, socket, sys, time, copy, platform
 
 import numpy as np
 import torch
@@ -18,7 +18,31 @@ except RuntimeError:
 
 DATA_DIR = os.environ.get("FMNIST_DIR", "/usr/share/datasets/fashion-mnist")
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-MODELS = os.path.join(REPO, "models")
+# Where finished models are written and read (the classifier for sample quality, the EDM teacher for CM).
+# Default: the repository's models/. Override with GDDCM_TRAIN_OUT or train.py --out-root.
+MODELS = os.path.abspath(os.environ.get("GDDCM_TRAIN_OUT", os.path.join(REPO, "models")))
+# One resumable checkpoint per model lives here (<name>.safetensors + <name>.json), see Trainer.
+CKPT_DIR = os.path.abspath(os.environ.get("GDDCM_TRAIN_CKPT", os.path.join(REPO, "tools", "train", "checkpoints")))
+DEV = torch.device("cpu")     # train.py --device cuda moves training there (random numbers stay on the CPU)
+EXIT_STOPPED = 75             # exit status of a run stopped part way (checkpoint written)
+
+
+def set_paths(out_root=None, ckpt_dir=None, device=None):
+    global MODELS, CKPT_DIR, DEV
+    if out_root:
+        MODELS = os.path.abspath(out_root)
+    if ckpt_dir:
+        CKPT_DIR = os.path.abspath(ckpt_dir)
+    if device:
+        DEV = torch.device(device)
+
+
+def models_dir():
+    return MODELS
+
+
+def autocast():
+    return torch.autocast(device_type=DEV.type, dtype=torch.bfloat16)
 
 DATA_DESC = {
     "dataset": "Fashion-MNIST (train split, 60000 images)",
@@ -30,12 +54,15 @@ DATA_DESC = {
     "layout": "NCHW",
 }
 
+# v2 network (issue 18): 4 levels 32x32 -> 4x4, widths doubled from v1's (16, 32, 80), attention at 8x8
+# (AttnDownBlock2D / AttnUpBlock2D) and in the mid block at 4x4, heads of dim 32. 4.33M params, 0.760 GFLOP
+# per 1x1x32x32 forward (3.2x v1's 0.2406). v1 was (16, 32, 80), 3 levels, head dim 8 (see git history).
 UNET_KW = dict(
     sample_size=32, in_channels=1, out_channels=1,
-    block_out_channels=(16, 32, 80), layers_per_block=1,
-    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-    up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-    norm_num_groups=8, flip_sin_to_cos=True, freq_shift=0,
+    block_out_channels=(32, 64, 128, 128), layers_per_block=1,
+    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    attention_head_dim=32, norm_num_groups=8, flip_sin_to_cos=True, freq_shift=0,
     time_embedding_type="positional",
 )
 
@@ -57,12 +84,51 @@ def load_padded(split):
 
 
 def to_float(u8):
-    return u8.float() / 127.5 - 1.0
+    return u8.to(DEV).float() / 127.5 - 1.0
 
 
-def make_unet():
+# ---------------------------------------------------------------- reproducible randomness
+def seed_of(*parts):
+    """A 63-bit seed derived from (seed, stream, index, ...): every random draw of a training step comes from
+    a generator seeded with seed_of(seed, stream, step), so a resumed run draws exactly what an uninterrupted
+    one would, whatever happened before."""
+    h = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def gen(*parts):
+    return torch.Generator().manual_seed(seed_of(*parts))
+
+
+def randn(g, *shape):
+    """Normal noise drawn on the CPU (same numbers on every device), then moved to DEV."""
+    return torch.randn(*shape, generator=g).to(DEV)
+
+
+def rand(g, *shape):
+    return torch.rand(*shape, generator=g).to(DEV)
+
+
+class EpochOrder:
+    """Batch b of a run = rows perm_e[i*bs:(i+1)*bs] with e = b // (n // bs), i = b % (n // bs) and perm_e
+    a permutation seeded by (seed, 'order', e): a pure function of (seed, step), no iterator state to save."""
+
+    def __init__(self, n, bs, seed, stream="order"):
+        self.n, self.bs, self.seed, self.stream = n, min(bs, n), seed, stream
+        self.per_epoch = self.n // self.bs
+        self._e, self._perm = None, None
+
+    def __call__(self, step):
+        e, i = divmod(step, self.per_epoch)
+        if e != self._e:
+            self._e, self._perm = e, torch.randperm(self.n, generator=gen(self.seed, self.stream, e))
+        return self._perm[i * self.bs:(i + 1) * self.bs]
+
+
+def make_unet(seed=0):
     from diffusers import UNet2DModel
-    return UNet2DModel(**UNET_KW)
+    torch.manual_seed(seed)  # initial weights are a function of the seed
+    return UNet2DModel(**UNET_KW).to(DEV)
 
 
 def count_flops(model, call):
@@ -73,8 +139,9 @@ def count_flops(model, call):
 
 
 def unet_gflop(model):
-    x = torch.randn(1, 1, 32, 32)
-    return count_flops(model, lambda: model(x, torch.tensor([10.0]))) / 1e9
+    p = next(model.parameters())
+    x = torch.randn(1, 1, 32, 32, device=p.device)
+    return count_flops(model, lambda: model(x, torch.tensor([10.0], device=p.device))) / 1e9
 
 
 def nparams(model):
@@ -90,9 +157,14 @@ def hardware():
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "torch_threads": torch.get_num_threads(), "logical_cpus_on_machine": os.cpu_count(),
-            "precision": "bf16 autocast on CPU for training (master weights f32)", "torch": torch.__version__,
-            "note": "machine shared with other jobs (Rust compiles) during training"}
+    hw = {"cpu": cpu, "torch_threads": torch.get_num_threads(), "logical_cpus_on_machine": os.cpu_count(),
+          "precision": f"bf16 autocast on {DEV.type} for training (master weights f32)", "torch": torch.__version__,
+          "device": DEV.type, "nice": os.nice(0), "host": socket.gethostname()}
+    if DEV.type == "cuda":
+        hw["gpu"] = torch.cuda.get_device_name(DEV)
+    else:
+        hw["note"] = "CPU shared with other jobs (Rust compiles) during training"
+    return hw
 
 
 # ---------------------------------------------------------------- classifier
@@ -117,11 +189,20 @@ class Classifier(nn.Module):
         return self.fc2(self.features(x))
 
 
-def load_classifier():
+def classifier_path():
+    return os.path.join(MODELS, "classifier", "model.safetensors")
+
+
+def load_classifier(path=None):
     from safetensors.torch import load_file
     c = Classifier()
-    c.load_state_dict(load_file(os.path.join(MODELS, "classifier", "model.safetensors")))
-    return c.eval()
+    c.load_state_dict(load_file(path or classifier_path()))
+    return c.eval()  # on the CPU: the quality metric is computed there, whatever trained the model
+
+
+def file_sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
 @torch.no_grad()
@@ -146,30 +227,47 @@ def frechet(f1, f2):
     return float(((m1 - m2) ** 2).sum() + np.trace(c1) + np.trace(c2) - 2 * tr_sqrt)
 
 
-_REF = None
+_REFS = {}
 
 
-def reference_feats(clf):
-    global _REF
-    if _REF is None:
+def reference_feats(clf, key=None):
+    """Features of all 10 000 test images, cached per classifier file."""
+    key = key or classifier_path()
+    if key not in _REFS:
         xt, _ = load_padded("test")
-        _REF = classifier_feats(clf, to_float(xt))[0]
-    return _REF
+        _REFS[key] = classifier_feats(clf, xt.float() / 127.5 - 1.0)[0]
+    return _REFS[key]
 
 
-def sample_quality(samples):
-    clf = load_classifier()
+def _quality(samples, path):
+    clf = load_classifier(path)
     fs, ps = classifier_feats(clf, samples)
-    ref = reference_feats(clf)
+    ref = reference_feats(clf, path)
+    j = torch.randperm(len(ref), generator=torch.Generator().manual_seed(1))[:len(fs)].numpy()
     return {
         "classifier_frechet_distance": frechet(fs, ref),
+        "classifier": os.path.relpath(path, REPO), "classifier_sha256_16": file_sha(path),
+        "floor_fd_of_real_test_subset": frechet(ref[j], ref),
+        "floor_note": "FD of a random subset of the test images (same size as the samples, seed 1) against all of them: "
+                      "the finite-sample floor of this classifier's FD; it scales with the size of its features",
         "n_samples": int(len(samples)),
         "n_reference": int(len(ref)),
-        "reference": "Fashion-MNIST test split (all 10000), padded to 32x32, same classifier (models/classifier) 128-d fc1 ReLU features",
+        "reference": "Fashion-MNIST test split (all 10000), padded to 32x32, 128-d fc1 ReLU features of the classifier above",
         "mean_max_softmax": float(ps.max(1).mean()),
         "predicted_class_histogram": np.bincount(ps.argmax(1), minlength=10).tolist(),
         "formula": "||m1-m2||^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2)), covariances with N-1",
     }
+
+
+def sample_quality(samples):
+    """Classifier FD with <out>/classifier; also with the repository's models/classifier when that is another file
+    (the issue-18 targets were set on the v1 classifier's scale)."""
+    primary = classifier_path()
+    q = _quality(samples, primary)
+    repo_clf = os.path.join(REPO, "models", "classifier", "model.safetensors")
+    if os.path.exists(repo_clf) and file_sha(repo_clf) != q["classifier_sha256_16"]:
+        q["other_classifiers"] = {"models/classifier": _quality(samples, repo_clf)}
+    return q
 
 
 # ---------------------------------------------------------------- images / plots
@@ -204,61 +302,264 @@ def plot_loss(csv_path, png_path, title):
 
 
 # ---------------------------------------------------------------- training loop
+def recipe_id(recipe):
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def atomic_write(path, write):
+    """write(tmp_path) then fsync + rename: a reader (or a resume after a kill) sees the old file or the new one."""
+    tmp = path + ".tmp"
+    write(tmp)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def write_json(path, obj):
+    def w(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+    atomic_write(path, w)
+
+
+def stage_done(name, rid):
+    """A stage is done when its finished model folder records the same recipe id."""
+    for fn in ("gddcm.json", "config.json"):
+        p = os.path.join(MODELS, name, fn)
+        if os.path.exists(p):
+            try:
+                if json.load(open(p)).get("recipe_id") == rid:
+                    return True
+            except (OSError, ValueError):
+                pass
+    return False
+
+
+class Stopped(Exception):
+    pass
+
+
+_STOP = {"signal": None}
+
+
+def _on_signal(signum, frame):
+    _STOP["signal"] = signum
+
+
 class Trainer:
-    """Time-budgeted Adam loop with linear warmup, late linear LR decay, EMA and CSV logging."""
+    """Step-based, resumable Adam loop: linear warmup, constant LR, linear decay over the last (1-decay_start)
+    of the steps to lr_floor*lr, gradient clipping, EMA with an EDM-style half-life ramp, loss log.
 
-    def __init__(self, model, lr, minutes, out_dir, warmup=100, ema_max=0.995, decay_start=0.6, grad_clip=1.0):
-        self.model, self.lr, self.budget = model, lr, minutes * 60.0
+    Everything random in a step must come from self.g() (seeded by (seed, name, step)) and the data order from
+    EpochOrder(seed): the run is then a pure function of (recipe, seed), and a resume from the checkpoint
+    continues exactly where the stopped run was.
+
+    The checkpoint is ONE file, CKPT_DIR/<name>.safetensors, rewritten atomically every ckpt_minutes, on
+    SIGTERM/SIGINT, on CKPT_DIR/STOP, after stop_minutes and when the last step is done. It holds the training
+    weights, the EMA weights, any extra networks (the CM target) and the Adam moments, all f32, and the state
+    (step, loss log, wall time, hardware of every segment) as JSON in the safetensors metadata; a copy of that
+    JSON is written beside it as <name>.json for people. After the final weights are saved the stage calls
+    remove_checkpoint().
+    """
+
+    def __init__(self, name, model, *, lr, steps, batch, seed, recipe, warmup=500, decay_start=0.6, lr_floor=0.05,
+                 grad_clip=1.0, ema=True, ema_ramp=0.05, ema_halflife_img=500_000, extra=None, ckpt_minutes=5.0,
+                 stop_minutes=None, stop_at_step=None, moments=True, rewarm=0, resume=True, log_every=20, print_every=200):
+        self.name, self.model, self.lr, self.steps, self.batch, self.seed = name, model, lr, steps, batch, seed
+        self.warmup, self.decay_start, self.lr_floor, self.grad_clip = warmup, decay_start, lr_floor, grad_clip
+        self.ema_ramp, self.ema_halflife_img = ema_ramp, ema_halflife_img
+        self.recipe, self.rid = recipe, recipe_id(recipe)
+        self.extra = dict(extra or {})
+        self.ckpt_s, self.stop_s = ckpt_minutes * 60.0, (stop_minutes * 60.0 if stop_minutes else None)
+        self.moments, self.rewarm, self.stop_at_step = moments, rewarm, stop_at_step
+        self.log_every, self.print_every = log_every, print_every
         self.opt = torch.optim.Adam(model.parameters(), lr=lr)
-        self.ema = copy.deepcopy(model).eval().requires_grad_(False)
-        self.warmup, self.ema_max, self.decay_start, self.grad_clip = warmup, ema_max, decay_start, grad_clip
-        os.makedirs(out_dir, exist_ok=True)
-        self.csv_path = os.path.join(out_dir, "loss.csv")
-        self.csv = open(self.csv_path, "w"); self.csv.write("step,elapsed_s,loss,lr\n")
-        self.step, self.t0, self.acc, self.nacc, self.last_loss = 0, time.time(), 0.0, 0, float("nan")
-        self.loss_hist = []
+        self.ema = copy.deepcopy(model).eval().requires_grad_(False) if ema else None
+        self.step, self.wall_before, self.acc, self.nacc = 0, 0.0, 0.0, 0
+        self.log, self.last = [], []      # log rows [step, wall_s, mean loss over log_every steps, lr]; last 200 losses
+        self.segments, self.rewarm_from = [], None
+        os.makedirs(CKPT_DIR, exist_ok=True)
+        self.path = os.path.join(CKPT_DIR, name + ".safetensors")
+        if resume and os.path.exists(self.path):
+            self.load()
+        elif os.path.exists(self.path):
+            print(f"[{name}] --fresh: ignoring and replacing {self.path}", flush=True)
+        self.seg = {"start_step": self.step, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "hardware": hardware(),
+                    "resumed_without_adam_moments": self.rewarm_from is not None}
+        self.t0 = self.t_ckpt = time.time()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _on_signal)
+        print(f"[{name}] {'resuming at' if self.step else 'starting at'} step {self.step}/{steps}, recipe {self.rid}, "
+              f"checkpoint {self.path}", flush=True)
 
-    def elapsed(self):
-        return time.time() - self.t0
+    # ---- randomness and schedule
+    def g(self, stream="step"):
+        return gen(self.seed, self.name, stream, self.step)
 
-    def running(self):
-        return self.elapsed() < self.budget
+    def wall(self):
+        return self.wall_before + time.time() - self.t0
 
     def lr_now(self):
-        frac = self.elapsed() / self.budget
-        w = min(1.0, (self.step + 1) / self.warmup)
-        dec = 1.0 if frac < self.decay_start else max(0.05, (1 - frac) / (1 - self.decay_start))
+        s = self.step
+        w = min(1.0, (s + 1) / self.warmup) if self.warmup else 1.0
+        frac = s / self.steps
+        dec = 1.0 if frac < self.decay_start else max(self.lr_floor, (1 - frac) / (1 - self.decay_start))
+        if self.rewarm_from is not None and self.rewarm:
+            w *= min(1.0, (s - self.rewarm_from + 1) / self.rewarm)
         return self.lr * w * dec
+
+    def ema_beta(self):
+        nimg = self.step * self.batch
+        hl = self.ema_halflife_img if self.ema_ramp is None else min(self.ema_halflife_img, nimg * self.ema_ramp)
+        return 0.5 ** (self.batch / max(hl, 1e-8))
+
+    # ---- loop
+    def running(self):
+        if self.step >= self.steps:
+            if self.seg.get("end_step") != self.step and self.seg["start_step"] != self.step:
+                self.save()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            return False
+        why = None
+        if _STOP["signal"] is not None:
+            why = f"signal {_STOP['signal']}"
+        elif os.path.exists(os.path.join(CKPT_DIR, "STOP")):
+            why = f"{os.path.join(CKPT_DIR, 'STOP')} exists"
+        elif self.stop_s is not None and time.time() - self.t0 >= self.stop_s:
+            why = f"--stop-after-minutes {self.stop_s / 60:g}"
+        elif self.stop_at_step is not None and self.step >= self.stop_at_step:
+            why = f"--stop-at-step {self.stop_at_step}"
+        if why:
+            self.save()
+            print(f"[{self.name}] stopped at step {self.step}/{self.steps} ({why}); checkpoint {self.path}", flush=True)
+            raise Stopped(why)
+        if time.time() - self.t_ckpt >= self.ckpt_s:
+            self.save()
+        return True
 
     def update(self, loss):
         lr = self.lr_now()
-        for g in self.opt.param_groups:
-            g["lr"] = lr
+        for grp in self.opt.param_groups:
+            grp["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.opt.step()
         self.step += 1
-        d = min(self.ema_max, (1 + self.step) / (10 + self.step))
-        with torch.no_grad():
-            for pe, p in zip(self.ema.parameters(), self.model.parameters()):
-                pe.lerp_(p, 1 - d)
+        if self.ema is not None:
+            b = self.ema_beta()
+            with torch.no_grad():
+                for pe, p in zip(self.ema.parameters(), self.model.parameters()):
+                    pe.lerp_(p, 1 - b)
         l = float(loss.detach())
-        self.acc += l; self.nacc += 1; self.loss_hist.append(l)
-        if self.step % 20 == 0:
-            self.csv.write(f"{self.step},{self.elapsed():.1f},{self.acc / self.nacc:.6f},{lr:.3e}\n"); self.csv.flush()
-            if self.step % 100 == 0:
-                print(f"step {self.step} t={self.elapsed():.0f}s loss={self.acc / self.nacc:.5f} lr={lr:.2e}", flush=True)
+        self.acc += l; self.nacc += 1
+        self.last = (self.last + [l])[-200:]
+        if self.step % self.log_every == 0:
+            self.log.append([self.step, round(self.wall(), 1), round(self.acc / self.nacc, 6), float(f"{lr:.4e}")])
             self.acc, self.nacc = 0.0, 0
+            if self.step % self.print_every == 0:
+                print(f"[{self.name}] step {self.step}/{self.steps} wall={self.wall():.0f}s loss={self.log[-1][2]:.5f} "
+                      f"lr={lr:.2e} {time.strftime('%H:%M:%S')}", flush=True)
 
-    def finish(self, title):
-        self.csv.close()
-        wall = self.elapsed()
-        plot_loss(self.csv_path, self.csv_path.replace(".csv", ".png"), title)
-        tail = self.loss_hist[-200:]
-        return {"steps": self.step, "wall_time_s": round(wall, 1),
-                "final_loss_mean_last_200_steps": float(np.mean(tail)) if tail else None}
+    # ---- checkpoint
+    def _state(self):
+        seg = dict(self.seg, end_step=self.step, wall_s=round(time.time() - self.t0, 1))
+        return {"name": self.name, "recipe_id": self.rid, "recipe": self.recipe, "step": self.step, "steps": self.steps,
+                "wall_s": round(self.wall(), 1), "acc": self.acc, "nacc": self.nacc, "log": self.log, "last": self.last,
+                "segments": self.segments + [seg], "adam_moments": self.moments,
+                "adam_step": int(self._adam_step()), "rewarm_from": self.rewarm_from,
+                "rng": "none to save: every draw of step s comes from a generator seeded by (seed, name, stream, s)",
+                "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    def _adam_step(self):
+        for st in self.opt.state.values():
+            return float(st["step"])
+        return 0
+
+    def save(self):
+        from safetensors.torch import save_file
+        t = {}
+        for k, v in self.model.state_dict().items():
+            t["model." + k] = v
+        if self.ema is not None:
+            for k, v in self.ema.state_dict().items():
+                t["ema." + k] = v
+        for nm, m in self.extra.items():
+            for k, v in m.state_dict().items():
+                t[nm + "." + k] = v
+        if self.moments:
+            names = {id(p): k for k, p in self.model.named_parameters()}
+            for p, st in self.opt.state.items():
+                t["adam_m." + names[id(p)]] = st["exp_avg"]
+                t["adam_v." + names[id(p)]] = st["exp_avg_sq"]
+        t = {k: v.detach().float().cpu().contiguous() for k, v in t.items()}
+        state = self._state()
+        atomic_write(self.path, lambda tmp: save_file(t, tmp, metadata={"gddcm_state": json.dumps(state)}))
+        sidecar = dict(state, log=f"{len(self.log)} rows (in the .safetensors metadata)", last=f"{len(self.last)} values",
+                       checkpoint_bytes=os.path.getsize(self.path))
+        write_json(self.path[:-len(".safetensors")] + ".json", sidecar)
+        self.seg["end_step"] = self.step
+        self.t_ckpt = time.time()
+        print(f"[{self.name}] checkpoint step {self.step} -> {self.path} ({os.path.getsize(self.path) / 1e6:.1f} MB)", flush=True)
+
+    def load(self):
+        from safetensors import safe_open
+        with safe_open(self.path, framework="pt") as f:
+            state = json.loads(f.metadata()["gddcm_state"])
+            t = {k: f.get_tensor(k) for k in f.keys()}
+        if state["recipe_id"] != self.rid:
+            diff = {k: (state["recipe"].get(k), self.recipe.get(k)) for k in set(state["recipe"]) | set(self.recipe)
+                    if state["recipe"].get(k) != self.recipe.get(k)}
+            raise SystemExit(f"[{self.name}] checkpoint {self.path} is for another recipe ({state['recipe_id']} != "
+                             f"{self.rid}): {diff}. Use the same arguments, or --fresh to start over.")
+
+        def sub(prefix):
+            return {k[len(prefix):]: v.to(DEV) for k, v in t.items() if k.startswith(prefix)}
+        self.model.load_state_dict(sub("model."))
+        if self.ema is not None:
+            self.ema.load_state_dict(sub("ema."))
+        for nm, m in self.extra.items():
+            m.load_state_dict(sub(nm + "."))
+        m_, v_ = sub("adam_m."), sub("adam_v.")
+        self.step, self.wall_before = state["step"], state["wall_s"]
+        self.acc, self.nacc, self.log, self.last = state["acc"], state["nacc"], state["log"], state["last"]
+        self.segments = state["segments"]
+        self.rewarm_from = state.get("rewarm_from")
+        if m_ and self.moments:
+            for k, p in self.model.named_parameters():
+                self.opt.state[p] = {"step": torch.tensor(float(state["adam_step"])), "exp_avg": m_[k].clone(),
+                                     "exp_avg_sq": v_[k].clone()}
+        else:
+            # Adam restarts from zero moments (bias correction from its step 1) with an LR re-warmup
+            self.rewarm_from = self.step
+        print(f"[{self.name}] loaded checkpoint at step {self.step} (wall so far {self.wall_before:.0f}s, "
+              f"Adam moments {'restored' if (m_ and self.moments) else 'reset, re-warmup %d steps' % self.rewarm})", flush=True)
+
+    def remove_checkpoint(self):
+        for p in (self.path, self.path[:-len(".safetensors")] + ".json"):
+            if os.path.exists(p):
+                os.remove(p)
+
+    def finish(self, title, out_dir):
+        """Loss CSV/plot in out_dir and the training record for gddcm.json."""
+        os.makedirs(out_dir, exist_ok=True)
+        csv_path = os.path.join(out_dir, "loss.csv")
+        with open(csv_path, "w") as f:
+            f.write(f"step,elapsed_s,loss,lr\n")
+            for r in self.log:
+                f.write(f"{r[0]},{r[1]},{r[2]:.6f},{r[3]:.3e}\n")
+        plot_loss(csv_path, csv_path.replace(".csv", ".png"), title)
+        segs = self._state()["segments"]
+        return {"steps": self.step, "wall_time_s": round(self.wall(), 1), "recipe_id": self.rid,
+                "final_loss_mean_last_200_steps": float(np.mean(self.last)) if self.last else None,
+                "training_segments": segs,
+                "loss_at": {str(r[0]): r[2] for r in self.log if r[0] in
+                            sorted({max(self.log_every, (self.steps * k // 10) // self.log_every * self.log_every) for k in range(1, 11)})}}
 
 
 def save_unet(model, out_dir, meta):
@@ -270,4 +571,4 @@ def save_unet(model, out_dir, meta):
 
 def load_unet(name):
     from diffusers import UNet2DModel
-    return UNet2DModel.from_pretrained(os.path.join(MODELS, name)).eval()
+    return UNet2DModel.from_pretrained(os.path.join(MODELS, name)).to(DEV).eval()
