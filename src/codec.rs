@@ -212,6 +212,7 @@ pub fn encode(
                     hi: 1.0,
                 },
                 tokens: t.clone(),
+                fit: None,
             };
             file.validate()?;
             Ok(file)
