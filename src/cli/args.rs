@@ -28,7 +28,7 @@ pub struct DataArgs {
     /// `fmnist` (Debian's dataset-fashion-mnist) or a folder of images.
     #[arg(long, default_value = "fmnist")]
     pub data: String,
-    /// test, or val (the first images of the training split; SPEC 8).
+    /// test, or val (the first images of the training split, kept apart from the test set).
     #[arg(long, value_enum, default_value = "test")]
     pub split: Split,
     /// At most this many images.
@@ -70,6 +70,15 @@ impl MetricArgs {
 }
 
 #[derive(Args, Clone)]
+pub struct FitArgs {
+    /// Make images of another size than the model's fit it (Lanczos3 scaling): crop, pad or
+    /// resize. The original size is kept in the token file and decode restores it. Images the
+    /// model takes as they are stay as they are.
+    #[arg(long, value_enum)]
+    pub fit: Option<FitArg>,
+}
+
+#[derive(Args, Clone)]
 pub struct RunArgs {
     /// Images per network batch.
     #[arg(long, default_value_t = 16)]
@@ -94,34 +103,35 @@ pub struct TokenizerArgs {
     /// Number of tokens N.
     #[arg(short = 'n', long)]
     pub n: Option<u32>,
-    /// p: 0 for Algorithm 2, in (0,1) for Algorithm 1 (0.5 on DDPM = DDCM). A p of the other
-    /// algorithm than the shipped profile's starts from the defaults for that p (e.g. p > 0:
-    /// T_r = the largest time, I1); with a --profile FILE of the other algorithm it is an error.
-    #[arg(short = 'p', long)]
+    /// p, in [0, 1): 0 for Algorithm 2, in (0,1) for Algorithm 1 (0.5 on DDPM = DDCM). A p of
+    /// the other algorithm than the shipped profile's starts from the defaults for that p (e.g.
+    /// p > 0: T_r = the largest time, I1); with a --profile FILE of the other algorithm it is an
+    /// error.
+    #[arg(short = 'p', long, allow_negative_numbers = true)]
     pub p: Option<f64>,
     /// Codebook seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// T_s (p = 0) or T_r (p > 0), in the family's time units.
-    #[arg(long)]
+    /// T_s (p = 0) or T_r (p > 0), in the family's time units (> 0, at most its largest time).
+    #[arg(long, allow_negative_numbers = true)]
     pub t_start: Option<f64>,
-    /// T_t of Algorithm 1.
-    #[arg(long)]
+    /// T_t of Algorithm 1 (≥ 0).
+    #[arg(long, allow_negative_numbers = true)]
     pub t_end: Option<f64>,
     /// Intervals P of Algorithm 2.
     #[arg(long)]
     pub intervals: Option<u32>,
-    /// Smallest jump (fraction of T_s; DDPM: integer steps).
-    #[arg(long)]
+    /// Smallest jump (fraction of T_s in (0, 1]; DDPM: integer steps ≥ 1).
+    #[arg(long, allow_negative_numbers = true)]
     pub dt_min: Option<f64>,
-    /// Largest jump (fraction of T_s).
-    #[arg(long)]
+    /// Largest jump (fraction of T_s in (0, 1]).
+    #[arg(long, allow_negative_numbers = true)]
     pub dt_max: Option<f64>,
-    /// σ_max of the repeat weights.
-    #[arg(long)]
+    /// σ_max of the repeat weights (> 0).
+    #[arg(long, allow_negative_numbers = true)]
     pub sigma_max: Option<f64>,
-    /// ρ of the repeat weights.
-    #[arg(long)]
+    /// ρ of the repeat weights (> 0).
+    #[arg(long, allow_negative_numbers = true)]
     pub rho: Option<f64>,
     /// Initial point strategy.
     #[arg(long)]
@@ -132,8 +142,8 @@ pub struct TokenizerArgs {
     /// Use σ-mix instead of the paper's Σ-mix (eq. 21).
     #[arg(long)]
     pub sigma_mix: bool,
-    /// The DDCM baseline, exactly as SPEC 4 fixes it: DDPM, p = 0.5, N = 300, grid 999 → 0, I1.
-    /// Only -k and --seed may be given with it; no profile applies.
+    /// The DDCM baseline of Ohayon et al., exactly: DDPM, p = 0.5, N = 300, grid 999 → 0, noise
+    /// start. Only -k and --seed may be given with it; no profile applies.
     #[arg(long, conflicts_with_all = [
         "profile", "n", "p", "t_start", "t_end", "intervals", "dt_min", "dt_max", "sigma_max", "rho", "init", "k0",
         "sigma_mix",
@@ -144,6 +154,31 @@ pub struct TokenizerArgs {
 }
 
 impl TokenizerArgs {
+    /// Every number a flag gives, checked before anything runs: finite and in its range, the
+    /// error naming the flag.
+    pub fn check_flags(&self) -> Result<()> {
+        if let Some(p) = self.p {
+            ensure!(p != 1.0, "-p must be in [0, 1), found 1 (p = 1 is a pure ODE step and carries no information)");
+            ensure!((0.0..1.0).contains(&p), "-p must be in [0, 1), found {p}");
+        }
+        let positive = [
+            ("--t-start", self.t_start),
+            ("--dt-min", self.dt_min),
+            ("--dt-max", self.dt_max),
+            ("--sigma-max", self.sigma_max),
+            ("--rho", self.rho),
+        ];
+        for (flag, v) in positive {
+            if let Some(v) = v {
+                ensure!(v.is_finite() && v > 0.0, "{flag} must be a finite number > 0, found {v}");
+            }
+        }
+        if let Some(v) = self.t_end {
+            ensure!(v.is_finite() && v >= 0.0, "--t-end must be a finite number ≥ 0, found {v}");
+        }
+        Ok(())
+    }
+
     /// The settings and where they came from: `--profile`, else the model's shipped profile,
     /// else the defaults; then the flags on top. A `-p` of the other algorithm than the profile
     /// never keeps the profile's fields: T_s, the schedule and the init of Algorithm 2 mean
@@ -204,6 +239,7 @@ impl TokenizerArgs {
     /// The configuration and where its settings came from, for the run's summary (the token
     /// file has no field for it).
     pub fn config(&self, model: &LoadedModel) -> Result<(Config, String)> {
+        self.check_flags()?;
         if self.ddcm {
             if model.entry.family != gddcm::family::Family::Ddpm {
                 bail!("--ddcm is the DDPM baseline; model '{}' is {}", model.entry.name, model.entry.family);
@@ -220,6 +256,30 @@ impl TokenizerArgs {
 }
 
 pub const DDCM_SOURCE: &str = "DDCM baseline (SPEC 4)";
+
+/// How `--fit` makes an image of another size fit the model.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FitArg {
+    /// Scale the shorter side to the model's size (Lanczos3) and cut out the centre; decodes
+    /// to that centre square at the original scale.
+    Crop,
+    /// Scale the longer side to the model's size (Lanczos3) and fill the rest with the
+    /// background (black); decodes back to the original size.
+    Pad,
+    /// Scale to the model's size, not keeping the aspect ratio (Lanczos3); decodes back to the
+    /// original size.
+    Resize,
+}
+
+impl FitArg {
+    pub fn mode(self) -> gddcm::format::FitMode {
+        match self {
+            FitArg::Crop => gddcm::format::FitMode::Crop,
+            FitArg::Pad => gddcm::format::FitMode::Pad,
+            FitArg::Resize => gddcm::format::FitMode::Resize,
+        }
+    }
+}
 
 pub fn algorithm_name(p: f64) -> &'static str {
     if p > 0.0 {

@@ -12,7 +12,7 @@ use gddcm::tokenizer::Tokenizer;
 use gddcm::zoo::{self, LoadedModel};
 
 use super::args::RunArgs;
-use super::common::{batches, device, hex_prefix, progress, stem};
+use super::common::{batches, check_outputs, device, hex_prefix, progress, stem, OutputDir};
 
 #[derive(Args)]
 pub struct DecodeArgs {
@@ -24,12 +24,15 @@ pub struct DecodeArgs {
     /// Weights folder or file for the model the files name.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Overwrite images that exist already (otherwise the run stops before any work).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
 
 pub fn run(args: DecodeArgs) -> Result<()> {
-    let DecodeArgs { files, output, weights, run } = args;
+    let DecodeArgs { files, output, weights, force, run } = args;
     let tfs: Vec<TokenFile> = files
         .iter()
         .map(|p| TokenFile::read(p).with_context(|| format!("reading {}", p.display())))
@@ -42,12 +45,20 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     {
         bail!("{} was made with another model than {}; decode them separately", p.display(), files[0].display());
     }
+    let outs: Vec<PathBuf> = files.iter().map(|p| output.join(format!("{}.png", stem(p)))).collect();
+    check_outputs(&outs.iter().cloned().zip(files.iter().map(PathBuf::as_path)).collect::<Vec<_>>(), force)?;
+    let dir = OutputDir::prepare(&output)?;
     let images = decode_files(&tfs, weights.as_deref(), &run, None)?;
-    for (p, img) in files.iter().zip(images) {
-        let path = output.join(format!("{}.png", stem(p)));
-        img.save_png(&path)?;
+    for ((path, img), tf) in outs.iter().zip(images).zip(&tfs) {
+        // A fitted image goes back to its original size (crop: the cut-out square).
+        let img = match &tf.fit {
+            Some(fit) => img.unfitted(fit),
+            None => img,
+        };
+        img.save_png(path)?;
         println!("{}", path.display());
     }
+    dir.keep();
     Ok(())
 }
 

@@ -2,15 +2,17 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 
-use gddcm::data::write_atomic;
+use gddcm::codec;
+use gddcm::data::{write_atomic, Dataset};
 use gddcm::eval::{evaluate, EvalReport};
 use gddcm::tokenizer::Tokenizer;
 use gddcm::zoo;
+use gddcm::zoo::LoadedModel;
 
-use super::args::{DataArgs, MetricArgs, ModelArgs, RunArgs, TokenizerArgs};
+use super::args::{DataArgs, FitArg, FitArgs, MetricArgs, ModelArgs, RunArgs, TokenizerArgs};
 use super::common::{device, load_model, progress, write_json};
 
 #[derive(Args)]
@@ -23,6 +25,8 @@ pub struct EvalArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub metrics: MetricArgs,
+    #[command(flatten)]
+    pub fit: FitArgs,
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -35,10 +39,10 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let EvalArgs { model, tok, data, metrics, json, keep, resume } = args;
+    let EvalArgs { model, tok, data, metrics, fit, json, keep, resume } = args;
     let model = load_model(&model, &tok.run)?;
     let (cfg, source) = tok.config(&model)?;
-    let ds = data.load(model.entry.channels)?;
+    let ds = fit_dataset(&model, data.load(model.entry.channels)?, &data, fit.fit)?;
     let batches = ds.images.len().div_ceil(tok.run.batch.max(1)) as u64;
     let nfe = 2 * Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape()).nfe() as u64 * batches;
     let pb = progress(&tok.run, nfe, "eval");
@@ -167,4 +171,44 @@ fn print_report(r: &EvalReport) {
     for s in &r.skipped {
         println!("  skipped {s}");
     }
+}
+
+/// The data set at one size the model takes: as it is when every image shares one such size,
+/// else with `--fit` every image not of the model's size fitted to it, else an error naming
+/// the images that cannot be batched with the first.
+fn fit_dataset(model: &LoadedModel, mut ds: Dataset, data: &DataArgs, fit: Option<FitArg>) -> Result<Dataset> {
+    let Some(first) = ds.images.first().map(|i| (i.height, i.width)) else { return Ok(ds) };
+    let takes = |i: &gddcm::data::Image| codec::padding_for(model, i.height, i.width).is_ok();
+    if ds.images.iter().all(|i| (i.height, i.width) == first && takes(i)) {
+        return Ok(ds);
+    }
+    let n = model.entry.size - 2 * model.entry.pad;
+    let Some(f) = fit else {
+        let names: Vec<String> = match gddcm::data::image_paths(std::path::Path::new(&data.data), data.limit) {
+            Ok(paths) if data.data != "fmnist" => paths.iter().map(|p| p.display().to_string()).collect(),
+            _ => ds.names.clone(),
+        };
+        let bad: Vec<String> = ds
+            .images
+            .iter()
+            .zip(&names)
+            .filter(|(i, _)| (i.height, i.width) != first || !takes(i))
+            .map(|(i, name)| format!("{name} ({}×{})", i.width, i.height))
+            .take(10)
+            .collect();
+        bail!(
+            "the images must share one size that model '{}' takes ({n}×{n}; the first is {}×{}), and these \
+             do not: {}; --fit crop, pad or resize scales them to {n}×{n}",
+            model.entry.name,
+            first.1,
+            first.0,
+            bad.join(", ")
+        );
+    };
+    for img in &mut ds.images {
+        if (img.height, img.width) != (n, n) {
+            *img = img.fitted(f.mode(), n);
+        }
+    }
+    Ok(ds)
 }

@@ -12,6 +12,7 @@ use gddcm::tokenizer::Config;
 use gddcm::zoo;
 
 use super::args::DDCM_SOURCE;
+use super::common::escape_untrusted;
 
 #[derive(Args)]
 pub struct InspectArgs {
@@ -26,12 +27,17 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let tf = TokenFile::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let source = settings_source(&tf);
     if json {
+        // Pretty, but the tokens on one line rather than one line each.
         let mut v = serde_json::to_value(&tf)?;
         v["settings"] = source.into();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        const SLOT: &str = "\u{0}tokens\u{0}";
+        let tokens = std::mem::replace(&mut v["tokens"], SLOT.into());
+        let text = serde_json::to_string_pretty(&v)?;
+        let slot = serde_json::to_string(SLOT)?;
+        println!("{}", text.replacen(&slot, &serde_json::to_string(&tokens)?, 1));
     } else {
-        println!("{tf}");
-        println!("settings: {source}");
+        // The model name comes from the file: no raw control characters to the terminal.
+        println!("{}", escape_untrusted(&format!("{tf}\nsettings: {source}")));
     }
     Ok(())
 }

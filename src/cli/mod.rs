@@ -2,14 +2,15 @@
 //! them in [`args`], helpers in [`common`].
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod args;
 mod bench;
-mod common;
+pub mod common;
 mod decode;
 mod encode;
 mod eval;
+mod font;
 mod inspect;
 mod models;
 mod rd;
@@ -49,15 +50,63 @@ enum Command {
     /// Draw images with a model's ordinary sampler, as a grid PNG.
     Sample(sample::SampleArgs),
     // ---- tools: search, rd, bench (issues 5 and 6) ----
-    /// Search tokenizer parameters (SPEC 8) on a validation set from the training split; write
+    /// Search tokenizer parameters on a validation set from the training split; write
     /// the best as a profile and every trial as a JSON log.
     Search(search::SearchArgs),
-    /// Rate–distortion sweep over K × N at p = 0 (the model's profile) and p > 0 (SPEC 6, 9):
+    /// Rate–distortion sweep over K × N at p = 0 (the model's profile) and p > 0:
     /// bpp against PSNR/SSIM/stand-ins, as JSON and a plot (PNG and SVG).
     Rd(rd::RdArgs),
-    /// End-to-end speed (issue 6): encode and decode images per second for each model at N
+    /// End-to-end speed: encode and decode images per second for each model at N
     /// tokens and each batch size, with the time split between network, codebook and the rest.
     Bench(bench::BenchArgs),
+}
+
+/// The command line, with the help of the tokenizing commands saying which settings the
+/// default model's shipped profile supplies (read at run time, so it is always that file's).
+pub fn parse() -> Cli {
+    let text = settings_help();
+    let mut cmd = Cli::command();
+    for sub in ["encode", "roundtrip", "eval"] {
+        cmd = cmd.mut_subcommand(sub, |c| c.after_help(text.clone()));
+    }
+    Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
+fn settings_help() -> String {
+    use gddcm::profile::Settings;
+    let show = |s: &Settings| {
+        let mut v = vec![format!("K = {}, N = {}, p = {}", s.k, s.n, s.p)];
+        if let Some(t) = s.t_start {
+            v.push(format!("T_s = {t:.4}"));
+        }
+        if s.p == 0.0 {
+            v.push(format!("{} intervals", s.intervals));
+            if let (Some(a), Some(b)) = (s.dt_min, s.dt_max) {
+                v.push(format!("jumps {a:.4}..{b:.4} of T_s"));
+            }
+            v.push(format!("σ_max = {:.3}, ρ = {:.3}", s.sigma_max, s.rho));
+        }
+        v.push(format!("init {:?}", s.init));
+        v.join(", ")
+    };
+    let name = gddcm::zoo::default_model();
+    let shipped = gddcm::zoo::entry(name)
+        .ok()
+        .and_then(|e| e.locate(None).ok())
+        .map(|d| d.join("profile.json"))
+        .and_then(|p| Settings::load(&p).ok());
+    let shipped = match shipped {
+        Some(s) => format!("The default model {name} ships a profile: {}.", show(&s)),
+        None => format!("The default model {name} has no shipped profile here."),
+    };
+    format!(
+        "Settings: --profile FILE, else the model's shipped profile (profile.json beside its weights), else \
+         the defaults; the flags above override single values.\n{shipped}\nDefaults without a profile: {}.\n\n\
+         Images: PNG or JPEG, grayscale or colour (colour and alpha are dropped for a grayscale model, \
+         with a warning). The bundled models take 28×28 (up to 32×32 with an even margin, padded with \
+         black); other sizes need --fit.",
+        show(&Settings::default())
+    )
 }
 
 /// Runs the parsed command.

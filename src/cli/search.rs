@@ -16,13 +16,13 @@ use super::common::{device, load_model, write_json};
 pub struct SearchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Validation images: the first VAL images of the training split (SPEC 8; never the test set).
+    /// Validation images: the first VAL images of the training split (never the test set).
     #[arg(long, default_value_t = 128)]
     pub val: usize,
     /// `fmnist` (its training split), or a folder of validation images (taken as they are).
     #[arg(long, default_value = "fmnist")]
     pub data: String,
-    /// Random configurations (SPEC 8: about 200).
+    /// Random configurations (about 200 is usual).
     #[arg(long, default_value_t = 200)]
     pub trials: usize,
     /// Rounds of coordinate refinement after the random phase.
