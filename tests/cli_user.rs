@@ -136,6 +136,14 @@ fn limits_and_output_folders_are_checked_before_work() {
     assert!(e.contains("/proc/self"), "{e}");
     let e = err(&gddcm_within(&["roundtrip", &example(), "--quiet", "-o", "/proc/self"], Duration::from_secs(20)));
     assert!(e.contains("/proc/self"), "{e}");
+    // Output files of the other commands, checked before the work too.
+    for args in [
+        &["sample", "-n", "4", "--quiet", "-o", "/proc/self/x.png"][..],
+        &["eval", "--limit", "2", "--metrics", "pixel", "--quiet", "--json", "/proc/self/r.json"],
+    ] {
+        let e = err(&gddcm_within(args, Duration::from_secs(20)));
+        assert!(e.contains("/proc/self"), "{args:?}: {e}");
+    }
 }
 
 /// Item 4: NaN, infinities and negative values are errors that name the flag and its range.

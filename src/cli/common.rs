@@ -137,6 +137,15 @@ pub fn check_outputs(outputs: &[(PathBuf, &Path)], force: bool) -> Result<()> {
     Ok(())
 }
 
+/// Checks before the work that a file can be written at `path`: its folder exists or can be
+/// made, takes files, and `path` is not a folder. The folder is kept.
+pub fn check_output_file(path: &Path) -> Result<()> {
+    ensure!(!path.is_dir(), "{} is a folder; give a file name", path.display());
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    OutputDir::prepare(dir)?.keep();
+    Ok(())
+}
+
 /// An output folder made ready before the work: created if missing and probed for writing.
 /// Unless [`OutputDir::keep`] is called, the folders it created are removed again on drop when
 /// they are still empty, so a failed run leaves no empty folder behind.

@@ -13,7 +13,7 @@ use gddcm::zoo;
 use gddcm::zoo::LoadedModel;
 
 use super::args::{DataArgs, FitArg, FitArgs, MetricArgs, ModelArgs, RunArgs, TokenizerArgs};
-use super::common::{device, load_model, progress, write_json};
+use super::common::{check_output_file, device, load_model, progress, write_json, OutputDir};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -43,6 +43,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let model = load_model(&model, &tok.run)?;
     let (cfg, source) = tok.config(&model)?;
     let ds = fit_dataset(&model, data.load(model.entry.channels)?, &data, fit.fit)?;
+    if let Some(path) = &json {
+        check_output_file(path)?;
+    }
+    if let Some(dir) = &keep {
+        OutputDir::prepare(dir)?.keep();
+    }
     let batches = ds.images.len().div_ceil(tok.run.batch.max(1)) as u64;
     let nfe = 2 * Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape()).nfe() as u64 * batches;
     let pb = progress(&tok.run, nfe, "eval");
@@ -107,6 +113,9 @@ pub fn run_table1(args: Table1Args) -> Result<()> {
     } else {
         models
     };
+    for path in markdown.iter().chain(&json) {
+        check_output_file(path)?;
+    }
     let dev = device(&run.device)?;
     let mut reports = Vec::new();
     let mut table = format!("{}\n", EvalReport::markdown_header());

@@ -9,7 +9,7 @@ use gddcm::codec;
 use gddcm::data::Image;
 
 use super::args::{ModelArgs, RunArgs};
-use super::common::{device, load_model, progress};
+use super::common::{check_output_file, device, load_model, progress};
 
 #[derive(Args)]
 pub struct SampleArgs {
@@ -34,6 +34,7 @@ pub struct SampleArgs {
 pub fn run(args: SampleArgs) -> Result<()> {
     let SampleArgs { model, n, output, seed, steps, run } = args;
     let model = load_model(&model, &run)?;
+    check_output_file(&output)?;
     let dev = device(&run.device)?;
     let pb = progress(&run, 0, "sample");
     let images = codec::generate(&model, n, seed, steps, &dev, pb)?;
