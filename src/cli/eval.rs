@@ -42,13 +42,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let EvalArgs { model, tok, data, metrics, fit, json, keep, resume } = args;
     let model = load_model(&model, &tok.run)?;
     let (cfg, source) = tok.config(&model)?;
-    let ds = fit_dataset(&model, data.load(model.entry.channels)?, &data, fit.fit)?;
     if let Some(path) = &json {
         check_output_file(path)?;
     }
     if let Some(dir) = &keep {
         OutputDir::prepare(dir)?.keep();
     }
+    let ds = fit_dataset(&model, data.load(model.entry.channels)?, &data, fit.fit)?;
     let batches = ds.images.len().div_ceil(tok.run.batch.max(1)) as u64;
     let nfe = 2 * Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape()).nfe() as u64 * batches;
     let pb = progress(&tok.run, nfe, "eval");
