@@ -174,6 +174,31 @@ fn tensor_images(x: &Tensor, channels: usize, h: usize, w: usize, pad: usize) ->
     Ok(rows.iter().map(|r| Image::from_model(r, channels, h, w, pad)).collect())
 }
 
+/// Checks before any work that token files of `cfg` for `height × width` images can be
+/// written: the header's limits (K ≤ 2^24, N ≤ 2^20, the payload size, the times), so a setting
+/// out of range fails at once rather than after the encode.
+pub fn check_header(model: &LoadedModel, cfg: &Config, height: usize, width: usize) -> Result<()> {
+    let j0 = matches!(cfg.init, Init::ClosestNoise { .. }).then_some(0);
+    let procedure = procedure(cfg, model.entry.family, clip_of(model), j0)?;
+    let (k, n) = (procedure.k, procedure.n);
+    let why = || format!("a token file cannot hold these settings (K = {k}, N = {n})");
+    ensure!(n <= fmt::MAX_N, "{}: N must be at most {}", why(), fmt::MAX_N);
+    let file = fmt::TokenFile {
+        model: identity(model),
+        procedure,
+        image: fmt::ImageSpec {
+            channels: model.entry.channels as u8,
+            height: height as u32,
+            width: width as u32,
+            lo: -1.0,
+            hi: 1.0,
+        },
+        tokens: vec![0; n as usize],
+        fit: None,
+    };
+    file.validate().with_context(why)
+}
+
 /// The result of encoding a batch: one token file per image and the encoder's own
 /// reconstruction (identical to what a decoder on this machine produces).
 pub struct EncodedBatch {
@@ -212,6 +237,7 @@ pub fn encode(
                     hi: 1.0,
                 },
                 tokens: t.clone(),
+                fit: None,
             };
             file.validate()?;
             Ok(file)

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 
+use crate::format::{Fit, FitMode};
+
 /// An 8-bit image, channel-major (`[C, H, W]`), 1 (gray) or 3 (RGB) channels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -22,6 +24,12 @@ impl Image {
     /// Reads a PNG/JPEG (or any format the `image` crate decodes here) and converts it to
     /// `channels` (1 = luma, 3 = RGB).
     pub fn load(path: &Path, channels: usize) -> Result<Self> {
+        Ok(Self::load_noting(path, channels)?.0)
+    }
+
+    /// [`Image::load`], and what the conversion to `channels` dropped: `Some("colour")`,
+    /// `Some("alpha")` or `Some("colour and alpha")`.
+    pub fn load_noting(path: &Path, channels: usize) -> Result<(Self, Option<&'static str>)> {
         let img = image::ImageReader::open(path)
             .with_context(|| format!("cannot open image {}", path.display()))?
             .with_guessed_format()
@@ -29,12 +37,100 @@ impl Image {
             .decode()
             .with_context(|| format!("{} is not a readable PNG/JPEG image", path.display()))?;
         let (width, height) = (img.width() as usize, img.height() as usize);
+        let color = img.color();
+        let dropped = match (channels == 1 && color.has_color(), color.has_alpha()) {
+            (true, true) => Some("colour and alpha"),
+            (true, false) => Some("colour"),
+            (false, true) => Some("alpha"),
+            (false, false) => None,
+        };
         let hwc = match channels {
             1 => img.into_luma8().into_raw(),
             3 => img.into_rgb8().into_raw(),
             c => bail!("a model with {c} channels is not supported (1 or 3)"),
         };
-        Ok(Self::from_hwc(channels, height, width, &hwc))
+        Ok((Self::from_hwc(channels, height, width, &hwc), dropped))
+    }
+
+    /// Resized to `width × height` with the Lanczos3 filter.
+    pub fn resized(&self, width: usize, height: usize) -> Image {
+        use image::imageops::{resize, FilterType::Lanczos3};
+        if (width, height) == (self.width, self.height) {
+            return self.clone();
+        }
+        let (w, h) = (self.width as u32, self.height as u32);
+        let hwc = self.to_hwc();
+        let out = if self.channels == 1 {
+            resize(&image::GrayImage::from_raw(w, h, hwc).expect("sized"), width as u32, height as u32, Lanczos3)
+                .into_raw()
+        } else {
+            resize(&image::RgbImage::from_raw(w, h, hwc).expect("sized"), width as u32, height as u32, Lanczos3)
+                .into_raw()
+        };
+        Self::from_hwc(self.channels, height, width, &out)
+    }
+
+    /// The `x, y, w, h` a `width × height` image is scaled to and placed at inside an `n × n`
+    /// square: its longer side fills the square (`--fit pad`), or its shorter side does and the
+    /// rest spills over (`--fit crop`, negative offsets).
+    fn fit_box(mode: FitMode, width: usize, height: usize, n: usize) -> (isize, isize, usize, usize) {
+        let long = width.max(height) as f64;
+        let short = width.min(height) as f64;
+        let scale = if mode == FitMode::Crop { n as f64 / short } else { n as f64 / long };
+        let sw = ((width as f64 * scale).round() as usize).max(1);
+        let sh = ((height as f64 * scale).round() as usize).max(1);
+        let (sw, sh) = if mode == FitMode::Crop { (sw.max(n), sh.max(n)) } else { (sw.min(n), sh.min(n)) };
+        ((n as isize - sw as isize) / 2, (n as isize - sh as isize) / 2, sw, sh)
+    }
+
+    /// This image made `n × n` (`--fit`): cut out of the centre after scaling its shorter side
+    /// to `n` (crop), scaled to `n` on its longer side and centred on the background 0 (pad),
+    /// or scaled to `n × n` (resize); Lanczos3 scaling throughout.
+    pub fn fitted(&self, mode: FitMode, n: usize) -> Image {
+        match mode {
+            FitMode::Resize => self.resized(n, n),
+            FitMode::Crop | FitMode::Pad => {
+                let (x0, y0, sw, sh) = Self::fit_box(mode, self.width, self.height, n);
+                let scaled = self.resized(sw, sh);
+                let mut out =
+                    Image { channels: self.channels, height: n, width: n, data: vec![0; self.channels * n * n] };
+                for c in 0..self.channels {
+                    for y in 0..n {
+                        for x in 0..n {
+                            let (sx, sy) = (x as isize - x0, y as isize - y0);
+                            if (0..sw as isize).contains(&sx) && (0..sh as isize).contains(&sy) {
+                                out.data[(c * n + y) * n + x] = scaled.data[(c * sh + sy as usize) * sw + sx as usize];
+                            }
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// The inverse of [`Image::fitted`] as far as it goes: back to the original size (pad,
+    /// resize), or to the cut-out square at the original scale (crop).
+    pub fn unfitted(&self, fit: &Fit) -> Image {
+        let (w, h, n) = (fit.width as usize, fit.height as usize, self.width);
+        match fit.mode {
+            FitMode::Resize => self.resized(w, h),
+            FitMode::Crop => self.resized(w.min(h), w.min(h)),
+            FitMode::Pad => {
+                let (x0, y0, sw, sh) = Self::fit_box(FitMode::Pad, w, h, n);
+                let (x0, y0) = (x0.max(0) as usize, y0.max(0) as usize);
+                let mut inner =
+                    Image { channels: self.channels, height: sh, width: sw, data: vec![0; self.channels * sh * sw] };
+                for c in 0..self.channels {
+                    for y in 0..sh {
+                        for x in 0..sw {
+                            inner.data[(c * sh + y) * sw + x] = self.data[(c * self.height + y + y0) * n + x + x0];
+                        }
+                    }
+                }
+                inner.resized(w, h)
+            }
+        }
     }
 
     /// From interleaved `[H, W, C]` bytes.
@@ -223,6 +319,17 @@ pub fn fashion_mnist(dir: &Path, split: Split, limit: usize) -> Result<Dataset> 
 
 /// All PNG/JPEG images of a folder, sorted by name, at most `limit`.
 pub fn image_folder(dir: &Path, channels: usize, limit: usize) -> Result<Dataset> {
+    let paths = image_paths(dir, limit)?;
+    let images = paths.iter().map(|p| Image::load(p, channels)).collect::<Result<Vec<_>>>()?;
+    Ok(Dataset {
+        labels: vec![None; images.len()],
+        names: paths.iter().map(|p| p.file_stem().unwrap_or_default().to_string_lossy().into_owned()).collect(),
+        images,
+    })
+}
+
+/// The paths [`image_folder`] reads: the folder's PNG/JPEG files, sorted by name, at most `limit`.
+pub fn image_paths(dir: &Path, limit: usize) -> Result<Vec<PathBuf>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -235,12 +342,7 @@ pub fn image_folder(dir: &Path, channels: usize, limit: usize) -> Result<Dataset
     paths.sort();
     paths.truncate(limit);
     ensure!(!paths.is_empty(), "no PNG/JPEG images in {}", dir.display());
-    let images = paths.iter().map(|p| Image::load(p, channels)).collect::<Result<Vec<_>>>()?;
-    Ok(Dataset {
-        labels: vec![None; images.len()],
-        names: paths.iter().map(|p| p.file_stem().unwrap_or_default().to_string_lossy().into_owned()).collect(),
-        images,
-    })
+    Ok(paths)
 }
 
 #[cfg(test)]

@@ -113,11 +113,21 @@ impl Settings {
     pub fn to_config(&self, family: Family, marginal: &Marginal) -> Result<Config> {
         ensure!(self.k >= 2, "K must be at least 2, found {}", self.k);
         ensure!(self.n >= 1, "N must be at least 1");
-        ensure!(
-            (0.0..1.0).contains(&self.p),
-            "p must be in [0, 1), found {} (p = 1 is a pure ODE step and carries no information)",
-            self.p
-        );
+        ensure!(self.p != 1.0, "p must be in [0, 1), found 1 (p = 1 is a pure ODE step and carries no information)");
+        ensure!((0.0..1.0).contains(&self.p), "p must be in [0, 1), found {}", self.p);
+        for (name, v) in [("sigma_max", Some(self.sigma_max)), ("rho", Some(self.rho)), ("grid_rho", self.grid_rho)] {
+            if let Some(v) = v {
+                ensure!(v.is_finite() && v > 0.0, "{name} must be a finite number > 0, found {v}");
+            }
+        }
+        for (name, v) in [("t_start", self.t_start), ("dt_min", self.dt_min), ("dt_max", self.dt_max)] {
+            if let Some(v) = v {
+                ensure!(v.is_finite() && v > 0.0, "{name} must be a finite number > 0, found {v}");
+            }
+        }
+        if let Some(v) = self.t_end {
+            ensure!(v.is_finite() && v >= 0.0, "t_end must be a finite number ≥ 0, found {v}");
+        }
         let t_start = self.t_start.unwrap_or_else(|| self.default_t_start(family, marginal));
         ensure!(
             t_start > marginal.clean_time() && t_start <= marginal.max_time(),

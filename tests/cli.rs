@@ -58,16 +58,23 @@ fn roundtrip_decode_inspect_agree() {
         serde_json::from_str(&ok(&gddcm(&["inspect", "--json", &token.display().to_string()]))).unwrap();
     assert_eq!(json["tokens"].as_array().unwrap().len(), 12);
     assert_eq!(json["procedure"]["k"], 16);
-    // decode gives exactly the right half of the roundtrip's side-by-side image.
+    // decode gives exactly the right half of the roundtrip's side-by-side image, which shows
+    // the pixels scaled up s times (nearest neighbour) below a caption strip, a 2s separator
+    // between the two.
     let dec_dir = tmp.path().join("dec");
     ok(&gddcm(&["decode", &token.display().to_string(), "-o", &dec_dir.display().to_string(), "--quiet"]));
     let decoded = image::open(dec_dir.join(format!("{stem}.png"))).unwrap().into_luma8();
     let side = image::open(out_dir.join(format!("{stem}_roundtrip.png"))).unwrap().into_luma8();
     let (w, h) = decoded.dimensions();
-    assert_eq!(side.dimensions(), (2 * w + 2, h));
+    let s = (224 / w.max(h)).max(1);
+    assert_eq!(side.width(), 2 * w * s + 2 * s);
+    let strip = side.height() - h * s;
     for y in 0..h {
         for x in 0..w {
-            assert_eq!(decoded.get_pixel(x, y), side.get_pixel(w + 2 + x, y), "pixel {x},{y}");
+            for (dx, dy) in [(0, 0), (s - 1, s - 1)] {
+                let (sx, sy) = (w * s + 2 * s + x * s + dx, strip + y * s + dy);
+                assert_eq!(decoded.get_pixel(x, y), side.get_pixel(sx, sy), "pixel {x},{y}");
+            }
         }
     }
 }

@@ -52,6 +52,7 @@ fn sample(k: u32, n: u32) -> TokenFile {
         },
         image: ImageSpec { channels: 3, height: 32, width: 32, lo: -1.0, hi: 1.0 },
         tokens: tokens(k, n, u64::from(k) * 31 + u64::from(n)),
+        fit: None,
     }
 }
 
@@ -363,19 +364,36 @@ fn bad_magic() {
 #[test]
 fn unsupported_version() {
     let bytes = sample(16, 4).to_bytes().unwrap();
-    for v in [0u16, 2, 0xFFFF] {
+    for v in [0u16, 3, 0xFFFF] {
         let b = patch(&bytes, 6, &v.to_le_bytes());
         let e = TokenFile::from_bytes(&b).unwrap_err();
         match e {
             FormatError::UnsupportedVersion { found, supported } => {
                 assert_eq!(found, v);
-                assert_eq!(supported, FORMAT_VERSION);
+                assert_eq!(supported, FORMAT_VERSION_FIT);
             }
             ref other => panic!("{other:?}"),
         }
         let msg = e.to_string();
-        assert!(msg.contains(&v.to_string()) && msg.contains("supports version 1"), "{msg}");
+        assert!(msg.contains(&v.to_string()) && msg.contains("supports versions 1 to 2"), "{msg}");
     }
+}
+
+/// A fitted image's original size makes a version-2 file; without it the file is version 1,
+/// byte for byte as before, and a version-1 reader's files still parse.
+#[test]
+fn fit_block_is_a_versioned_addition() {
+    let plain = sample(16, 4);
+    let v1 = plain.to_bytes().unwrap();
+    assert_eq!(u16::from_le_bytes([v1[6], v1[7]]), FORMAT_VERSION);
+    let fitted = TokenFile { fit: Some(Fit { mode: FitMode::Pad, width: 720, height: 477 }), ..plain.clone() };
+    let v2 = fitted.to_bytes().unwrap();
+    assert_eq!(u16::from_le_bytes([v2[6], v2[7]]), FORMAT_VERSION_FIT);
+    assert_eq!(v2.len(), v1.len() + 9);
+    assert_eq!(TokenFile::from_bytes(&v2).unwrap(), fitted);
+    assert_eq!(TokenFile::from_bytes(&v1).unwrap(), plain);
+    let bad = TokenFile { fit: Some(Fit { mode: FitMode::Crop, width: 0, height: 477 }), ..plain };
+    assert!(bad.to_bytes().unwrap_err().to_string().contains("fit.width"));
 }
 
 fn expect_out_of_range(b: &[u8], field: &str) -> String {

@@ -19,11 +19,11 @@ pub enum FormatError {
     },
 
     /// The file's format version is not one this reader understands.
-    #[error("unsupported gddcm format version {found}; this reader supports version {supported}")]
+    #[error("unsupported gddcm format version {found}; this reader supports versions 1 to {supported}")]
     UnsupportedVersion {
         /// The version stored in the file.
         found: u16,
-        /// The version this reader supports ([`super::FORMAT_VERSION`]).
+        /// The newest version this reader supports ([`super::FORMAT_VERSION_FIT`]).
         supported: u16,
     },
 

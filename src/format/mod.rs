@@ -29,8 +29,14 @@
 //! | final sampler | u8: 0 DDIM, 1 Heun, 2 one step, 3 Euler; u32 steps; f64 ρ (SPEC 2.7) |
 //! | compute dtype | u8: 0 f32, 1 f16, 2 bf16 |
 //! | image | u8 channels (1 or 3), u32 height, u32 width, f32 lo, f32 hi |
+//! | fit (version 2 only) | u8 mode: 0 crop, 1 pad, 2 resize; u32 width, u32 height of the original image |
 //! | tokens | `⌈B/8⌉` bytes, `B = ⌈N·log2 K⌉`: the integer `Σ t_i K^i` little-endian, zero padded ([`packed_bits`]) |
 //! | checksum | u32 CRC-32 (IEEE) of every byte before it |
+//!
+//! Version 2 is version 1 with the `fit` block after the image: the image was fitted to the
+//! model's size from an original of another size ([`Fit`]), which the decoder restores. A file
+//! without a fit is written as version 1, so files of earlier releases and files written now
+//! without `--fit` are the same bytes.
 //!
 //! The encoding is canonical: [`TokenFile::from_bytes`] accepts exactly the byte strings that
 //! [`TokenFile::to_bytes`] produces, so re-serialising a parsed file gives the same bytes.
@@ -53,6 +59,8 @@ pub use pack::packed_bits;
 pub const MAGIC: [u8; 6] = *b"GDDCM\0";
 /// The format version this crate writes and reads (SPEC 5 G3: "format version").
 pub const FORMAT_VERSION: u16 = 1;
+/// The version of a file that records a [`Fit`] (version 1 plus the fit block).
+pub const FORMAT_VERSION_FIT: u16 = 2;
 /// Longest model name, in UTF-8 bytes (SPEC 5 G3, model identity).
 pub const MAX_NAME_LEN: usize = 255;
 /// Smallest codebook size K (one bit per token, SPEC 6).
@@ -309,6 +317,28 @@ pub struct ImageSpec {
     pub hi: f32,
 }
 
+/// How an image of another size than the model's was made to fit it (`gddcm encode --fit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FitMode {
+    /// Scaled so the shorter side fills the model's size, the centre cut out.
+    Crop,
+    /// Scaled so the longer side fills the model's size, the rest filled with the background.
+    Pad,
+    /// Scaled to the model's size, aspect ratio not kept.
+    Resize,
+}
+
+/// The original size of a fitted image and how it was fitted (format version 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fit {
+    /// How the image was fitted.
+    pub mode: FitMode,
+    /// Width of the original image, `1..=MAX_SIDE`.
+    pub width: u32,
+    /// Height of the original image, `1..=MAX_SIDE`.
+    pub height: u32,
+}
+
 /// One tokenized image: model identity, procedure, image spec and the `N` tokens
 /// (SPEC 5 G3, SPEC 6).
 ///
@@ -339,6 +369,7 @@ pub struct ImageSpec {
 ///     },
 ///     image: ImageSpec { channels: 3, height: 32, width: 32, lo: -1.0, hi: 1.0 },
 ///     tokens: (0..300).map(|i| (i * 7) % 1000).collect(),
+///     fit: None,
 /// };
 /// let bytes = file.to_bytes()?;
 /// assert_eq!(file.payload_bits(), 2990); // ⌈300·log2 1000⌉, mixed radix
@@ -357,6 +388,9 @@ pub struct TokenFile {
     pub image: ImageSpec,
     /// `N` indices, each `< K`, in token-counter order `i = 0..N−1` (SPEC 5).
     pub tokens: Vec<u32>,
+    /// The original size, when the image was fitted to the model's (format version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<Fit>,
 }
 
 mod hex32 {
@@ -600,6 +634,10 @@ impl TokenFile {
         check_init(&pr.init)?;
         check_sampler(&pr.sampler)?;
         check_image(&self.image)?;
+        if let Some(fit) = &self.fit {
+            check_side("fit.width", fit.width)?;
+            check_side("fit.height", fit.height)?;
+        }
         if self.tokens.len() != pr.n as usize {
             return Err(FormatError::Inconsistent {
                 field: "tokens",
@@ -674,7 +712,8 @@ impl TokenFile {
     fn write_header(&self, w: &mut Vec<u8>) {
         let m = &self.model;
         w.extend_from_slice(&MAGIC);
-        w.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let version = if self.fit.is_some() { FORMAT_VERSION_FIT } else { FORMAT_VERSION };
+        w.extend_from_slice(&version.to_le_bytes());
         let name = m.name.as_bytes();
         w.push(name.len().min(MAX_NAME_LEN) as u8);
         w.extend_from_slice(&name[..name.len().min(MAX_NAME_LEN)]);
@@ -766,6 +805,15 @@ impl TokenFile {
         w.extend_from_slice(&img.width.to_le_bytes());
         w.extend_from_slice(&img.lo.to_le_bytes());
         w.extend_from_slice(&img.hi.to_le_bytes());
+        if let Some(fit) = &self.fit {
+            w.push(match fit.mode {
+                FitMode::Crop => 0,
+                FitMode::Pad => 1,
+                FitMode::Resize => 2,
+            });
+            w.extend_from_slice(&fit.width.to_le_bytes());
+            w.extend_from_slice(&fit.height.to_le_bytes());
+        }
     }
 
     /// Serialises the file (layout in the module docs; SPEC 5 G3, SPEC 6). Validates first
@@ -795,8 +843,8 @@ impl TokenFile {
             return Err(FormatError::BadMagic { found: magic, expected: MAGIC });
         }
         let version = r.u16("version")?;
-        if version != FORMAT_VERSION {
-            return Err(FormatError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_FIT {
+            return Err(FormatError::UnsupportedVersion { found: version, supported: FORMAT_VERSION_FIT });
         }
 
         // Model identity.
@@ -946,6 +994,20 @@ impl TokenFile {
             hi: r.f32("image.hi")?,
         };
         check_image(&image)?;
+        let fit = if version == FORMAT_VERSION_FIT {
+            let mode = match r.u8("fit.mode")? {
+                0 => FitMode::Crop,
+                1 => FitMode::Pad,
+                2 => FitMode::Resize,
+                tag => return Err(invalid_tag("fit.mode", tag, "0 (crop), 1 (pad), 2 (resize)")),
+            };
+            let fit = Fit { mode, width: r.u32("fit.width")?, height: r.u32("fit.height")? };
+            check_side("fit.width", fit.width)?;
+            check_side("fit.height", fit.height)?;
+            Some(fit)
+        } else {
+            None
+        };
 
         // Payload, checksum, nothing else.
         let payload = r.take(pack::bytes_for_bits(bits), "tokens")?;
@@ -959,7 +1021,7 @@ impl TokenFile {
             return Err(FormatError::TrailingBytes { offset: r.pos, count: bytes.len() - r.pos });
         }
         let tokens = pack::unpack(payload, k, n, bits)?;
-        Ok(TokenFile { model, procedure, image, tokens })
+        Ok(TokenFile { model, procedure, image, tokens, fit })
     }
 
     /// Writes the file atomically: to a temporary file in the same directory, synced, then
@@ -1087,7 +1149,8 @@ impl fmt::Display for TokenFile {
         let m = &self.model;
         let pr = &self.procedure;
         let img = &self.image;
-        writeln!(f, "gddcm token file, format version {FORMAT_VERSION}")?;
+        let version = if self.fit.is_some() { FORMAT_VERSION_FIT } else { FORMAT_VERSION };
+        writeln!(f, "gddcm token file, format version {version}")?;
         writeln!(f, "model:      {} (weights sha256 {})", m.name, hex(&m.weights_sha256))?;
         writeln!(f, "            {} family, {}, {}", m.family, m.parameterization, m.schedule)?;
         let generator = match pr.codebook_generator {
@@ -1147,6 +1210,15 @@ impl fmt::Display for TokenFile {
             "image:      {}×{}×{} (C×H×W), values [{}, {}]",
             img.channels, img.height, img.width, img.lo, img.hi
         )?;
+        if let Some(fit) = &self.fit {
+            let how = match fit.mode {
+                FitMode::Crop => "crop: scaled, centre cut out",
+                FitMode::Pad => "pad: scaled, background around",
+                FitMode::Resize => "resize: scaled to the model's size",
+            };
+            let back = if fit.mode == FitMode::Crop { "the cut-out square at that scale" } else { "that size" };
+            writeln!(f, "fitted:     from {}×{} (W×H) by {how}; decoded back to {back}", fit.width, fit.height)?;
+        }
         let init_bits = self.init_index_bits();
         let init_note =
             if init_bits > 0 { format!(" (+ {init_bits} bits of I3 index in the header)") } else { String::new() };

@@ -1,0 +1,82 @@
+//! `gddcm inspect`: what a token file holds.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use gddcm::codec;
+use gddcm::format::TokenFile;
+use gddcm::profile::Settings;
+use gddcm::tokenizer::Config;
+use gddcm::zoo;
+
+use super::args::DDCM_SOURCE;
+use super::common::escape_untrusted;
+
+#[derive(Args)]
+pub struct InspectArgs {
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: InspectArgs) -> Result<()> {
+    let InspectArgs { file, json } = args;
+    let tf = TokenFile::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let source = settings_source(&tf);
+    if json {
+        // Pretty, but the tokens on one line rather than one line each.
+        let mut v = serde_json::to_value(&tf)?;
+        v["settings"] = source.into();
+        const SLOT: &str = "\u{0}tokens\u{0}";
+        let tokens = std::mem::replace(&mut v["tokens"], SLOT.into());
+        let text = serde_json::to_string_pretty(&v)?;
+        let slot = serde_json::to_string(SLOT)?;
+        println!("{}", text.replacen(&slot, &serde_json::to_string(&tokens)?, 1));
+    } else {
+        // The model name comes from the file: no raw control characters to the terminal.
+        println!("{}", escape_untrusted(&format!("{tf}\nsettings: {source}")));
+    }
+    Ok(())
+}
+
+/// What `inspect` can tell of the settings that made a token file, which has no field for it:
+/// whether its procedure is the DDCM baseline, the model's shipped profile or the defaults for
+/// its p (each at the file's K, N and seed).
+fn settings_source(tf: &TokenFile) -> String {
+    let pr = &tf.procedure;
+    let j0 = match pr.init {
+        gddcm::format::InitStrategy::I3 { j0, .. } => Some(j0),
+        _ => None,
+    };
+    let Ok(entry) = zoo::entry(&tf.model.name) else {
+        return format!("unknown: model '{}' is not known here", tf.model.name);
+    };
+    let family = entry.family;
+    let same = |cfg: &Config| {
+        codec::procedure(cfg, family, pr.clip_x0, j0)
+            .is_ok_and(|p| gddcm::format::Procedure { dtype: pr.dtype, ..p } == *pr)
+    };
+    if family == gddcm::family::Family::Ddpm && same(&Config::ddcm(pr.k, pr.seed)) {
+        return DDCM_SOURCE.into();
+    }
+    let marginal = entry.marginal();
+    let with_file = |s: Settings| Settings { k: pr.k, n: pr.n, seed: pr.seed, ..s };
+    let matches = |s: Settings| with_file(s).to_config(family, &marginal).is_ok_and(|c| same(&c));
+    let shipped = entry.locate(None).ok().map(|d| d.join("profile.json")).filter(|p| p.is_file());
+    if let Some(path) = &shipped {
+        if Settings::load(path).is_ok_and(matches) {
+            return format!("shipped profile of {} ({}), at this K, N and seed", entry.name, path.display());
+        }
+    }
+    if matches(Settings { p: pr.p, ..Settings::default() }) {
+        return format!("defaults for p = {}, at this K, N and seed", pr.p);
+    }
+    format!(
+        "other: not the DDCM baseline, {}the defaults for p = {} (a --profile file or flags)",
+        if shipped.is_some() { "the shipped profile or " } else { "" },
+        pr.p
+    )
+}
