@@ -518,9 +518,10 @@ fn encode_images(
         let batch: Vec<&Image> = g.iter().map(|&i| &images[i]).collect();
         let enc = codec::encode(model, cfg, &batch, &dev, pb.clone())
             .with_context(|| format!("encoding {}", paths[g[0]].display()))?;
-        for (&i, file) in g.iter().zip(enc.files) {
+        for ((&i, file), bytes) in g.iter().zip(enc.files).zip(&enc.bytes) {
             let path = out.join(format!("{}.gddcm", stem(&paths[i])));
-            file.write_atomic(&path).with_context(|| format!("writing {}", path.display()))?;
+            // Compact when the settings are a shipped operating point, else the full header.
+            gddcm::atomic::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
             results[i] = Some((path, file, images[i].clone()));
         }
     }
@@ -617,21 +618,20 @@ fn run(cli: Cli) -> Result<()> {
             let (cfg, source) = tok.config(&model)?;
             let done = encode_images(&model, &cfg, &images, &output, &tok.run)?;
             for (path, file, _) in &done {
+                let bytes = std::fs::metadata(path)?.len();
                 println!(
                     "{}  {} tokens, {:.4} bpp ({} bytes)",
                     path.display(),
                     file.tokens.len(),
-                    file.total_bpp(),
-                    file.total_bits().div_ceil(8)
+                    file.file_bpp(bytes),
+                    bytes
                 );
             }
             println!("settings: {source}");
         }
         Command::Decode { files, output, weights, run } => {
-            let tfs: Vec<TokenFile> = files
-                .iter()
-                .map(|p| TokenFile::read(p).with_context(|| format!("reading {}", p.display())))
-                .collect::<Result<_>>()?;
+            let resolver = gddcm::ladder::Resolver::new(weights.as_deref());
+            let tfs: Vec<TokenFile> = files.iter().map(|p| Ok(resolver.read(p)?.file)).collect::<Result<_>>()?;
             let first = &tfs[0].model;
             if let Some((p, _)) = files
                 .iter()
@@ -656,21 +656,24 @@ fn run(cli: Cli) -> Result<()> {
             let (cfg, source) = tok.config(&model)?;
             let done = encode_images(&model, &cfg, &images, &output, &tok.run)?;
             // Decode from the files themselves, not the encoder's trajectory (SPEC 5, G4).
-            let files: Vec<TokenFile> = done.iter().map(|(p, _, _)| TokenFile::read(p)).collect::<Result<_, _>>()?;
+            let resolver = gddcm::ladder::Resolver::for_model(&model);
+            let stored: Vec<_> = done.iter().map(|(p, _, _)| resolver.read(p)).collect::<Result<_>>()?;
+            let files: Vec<TokenFile> = stored.iter().map(|s| s.file.clone()).collect();
             let recon = decode_files(&files, None, &tok.run, Some(&model))?;
-            println!("{:<32} {:>8} {:>9} {:>8} {:>8}", "image", "bpp", "file bpp", "PSNR", "SSIM");
+            println!("{:<32} {:>9} {:>8} {:>8} {:>8}", "image", "file bpp", "bpp", "PSNR", "SSIM");
             let (mut sp, mut ss, mut sb, mut sf) = (0.0, 0.0, 0.0, 0.0);
-            for ((path, file, orig), rec) in done.iter().zip(&recon) {
+            for (((path, file, orig), rec), st) in done.iter().zip(&recon).zip(&stored) {
                 let (p, s) = (psnr(&to_metric(orig)?, &to_metric(rec)?)?, ssim(&to_metric(orig)?, &to_metric(rec)?)?);
-                // Payload bpp counts the tokens (SPEC 6, as the paper); file bpp the whole file.
-                let (bpp, fbpp) = (file.rate_bpp(), file.total_bpp());
-                println!("{:<32} {:>8.4} {:>9.4} {:>8.2} {:>8.4}", stem(path), bpp, fbpp, p, s);
+                // File bpp counts the stored file (what is worth storing); payload bpp the tokens
+                // (SPEC 6, as the paper).
+                let (bpp, fbpp) = (file.rate_bpp(), st.file_bpp());
+                println!("{:<32} {:>9.4} {:>8.4} {:>8.2} {:>8.4}", stem(path), fbpp, bpp, p, s);
                 Image::side_by_side(&[orig, rec], 2)?
                     .save_png(&output.join(format!("{}_roundtrip.png", stem(path))))?;
                 (sp, ss, sb, sf) = (sp + p, ss + s, sb + bpp, sf + fbpp);
             }
             let n = done.len() as f64;
-            println!("{:<32} {:>8.4} {:>9.4} {:>8.2} {:>8.4}", "mean", sb / n, sf / n, sp / n, ss / n);
+            println!("{:<32} {:>9.4} {:>8.4} {:>8.2} {:>8.4}", "mean", sf / n, sb / n, sp / n, ss / n);
             println!(
                 "(model {}, K = {}, N = {}, p = {}; files and side-by-side PNGs in {})",
                 model.entry.name,
@@ -682,15 +685,31 @@ fn run(cli: Cli) -> Result<()> {
             println!("settings: {source}");
         }
         Command::Inspect { file, json } => {
-            let tf = TokenFile::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let source = settings_source(&tf);
+            let bytes = gddcm::ladder::read_bytes(&file)?;
+            let resolver = gddcm::ladder::Resolver::new(None);
+            let (container, container_json, resolved) =
+                gddcm::ladder::describe(&bytes, &resolver).with_context(|| format!("reading {}", file.display()))?;
+            // A compact file whose model is not installed still shows its raw fields.
+            let (mut v, text) = match &resolved {
+                Ok(st) => {
+                    let source = match &st.compact {
+                        Some(c) => format!("shipped operating point {} of {}", c.point, st.file.model.name),
+                        None => settings_source(&st.file),
+                    };
+                    let mut v = serde_json::to_value(&st.file)?;
+                    v["settings"] = source.clone().into();
+                    (v, format!("{}\n{container}\nsettings: {source}", st.file))
+                }
+                Err(e) => (
+                    serde_json::json!({ "resolved": false, "error": format!("{e:#}") }),
+                    format!("{container}\nsettings:   not resolved: {e:#}"),
+                ),
+            };
             if json {
-                let mut v = serde_json::to_value(&tf)?;
-                v["settings"] = source.into();
+                v["container"] = container_json;
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("{tf}");
-                println!("settings: {source}");
+                println!("{text}");
             }
         }
         Command::Models { json } => {
