@@ -311,7 +311,7 @@ pub fn describe(bytes: &[u8], resolver: &Resolver) -> Result<(String, serde_json
                 .and_then(|p| Ok(Stored { file: c.expand(&p)?, bytes: n as u64, compact: Some(c.clone()) }));
             let mut text = format!(
                 "container:  compact v{}, {n} bytes: operating point {}, model fingerprint {} (weights sha256 \
-                 prefix), image {size}, {} bytes of I3 index and tokens, overhead {} bytes (header {} + CRC-16 {:#06x})",
+                 prefix), image {size}, body {} bytes (I3 index if any, tokens), overhead {} bytes (header {} + CRC-16 {:#06x})",
                 crate::format::compact::COMPACT_VERSION,
                 c.point,
                 c.fingerprint_hex(),
