@@ -11,7 +11,7 @@ use gddcm::data::Image;
 use gddcm::format::TokenFile;
 use gddcm::metrics::image::ImageU8;
 use gddcm::metrics::ssim::psnr;
-use gddcm::{codec, zoo};
+use gddcm::{codec, ladder, zoo};
 
 fn main() -> Result<()> {
     let path = std::env::args()
@@ -25,13 +25,21 @@ fn main() -> Result<()> {
 
     let image = Image::load(&path, model.entry.channels)?;
     let encoded = codec::encode(&model, &cfg, &[&image], &Device::Cpu, None)?;
-    let bytes = encoded.files[0].to_bytes()?;
+    // The bytes as stored: compact (8 bytes besides the tokens), since these settings are the
+    // model's shipped operating point 0; other settings would get the full header.
+    let bytes = &encoded.bytes[0];
     println!("{}: {} tokens, {} bytes on disk", path.display(), encoded.files[0].tokens.len(), bytes.len());
 
-    // A decoder needs only the bytes and the model the file names.
-    let file = TokenFile::from_bytes(&bytes)?;
-    let decoded = codec::decode(&model, &[&file], &Device::Cpu, None)?;
+    // A decoder needs only the bytes and the installed model the file names.
+    let stored = ladder::Resolver::new(None).parse(bytes)?;
+    let file: &TokenFile = &stored.file;
+    let decoded = codec::decode(&model, &[file], &Device::Cpu, None)?;
     let u8img = |i: &Image| ImageU8::from_chw(i.channels, i.height, i.width, i.data.clone());
-    println!("PSNR {:.2} dB at {:.3} bits per pixel", psnr(&u8img(&image)?, &u8img(&decoded[0])?)?, file.payload_bpp());
+    println!(
+        "PSNR {:.2} dB at {:.3} bits per pixel of file ({:.3} of token payload)",
+        psnr(&u8img(&image)?, &u8img(&decoded[0])?)?,
+        stored.file_bpp(),
+        file.payload_bpp()
+    );
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::format as fmt;
 use crate::marginal::Mixing;
 use crate::schedule::Interval;
 use crate::tokenizer::{Algorithm, Config, Init, Reference, Sampler, SamplerKind, Tokenizer, Tokens};
-use crate::zoo::{LoadedModel, Parameterization};
+use crate::zoo::{LoadedModel, ModelEntry, Parameterization};
 
 /// Background value used to pad images up to the network's size (−1: black, as trained).
 pub const PAD_VALUE: f32 = -1.0;
@@ -39,7 +39,12 @@ fn family_tag(f: Family) -> fmt::Family {
 
 /// The model identity a token file records.
 pub fn identity(model: &LoadedModel) -> fmt::ModelIdentity {
-    let (parameterization, schedule) = match model.entry.parameterization {
+    identity_of(&model.entry, model.weights_sha256)
+}
+
+/// The model identity a token file records, for a model entry and its weights' SHA-256.
+pub fn identity_of(entry: &ModelEntry, weights_sha256: [u8; 32]) -> fmt::ModelIdentity {
+    let (parameterization, schedule) = match entry.parameterization {
         Parameterization::DdpmEpsilon => (fmt::Parameterization::Eps, fmt::MarginalSchedule::DdpmLinear { t: 1000 }),
         Parameterization::Velocity => (fmt::Parameterization::Velocity, fmt::MarginalSchedule::RfTau),
         Parameterization::Preconditioned(p) => (
@@ -53,9 +58,9 @@ pub fn identity(model: &LoadedModel) -> fmt::ModelIdentity {
         ),
     };
     fmt::ModelIdentity {
-        name: model.entry.name.to_string(),
-        weights_sha256: model.weights_sha256,
-        family: family_tag(model.entry.family),
+        name: entry.name.to_string(),
+        weights_sha256,
+        family: family_tag(entry.family),
         parameterization,
         schedule,
     }
@@ -156,7 +161,12 @@ pub fn config_from(pr: &fmt::Procedure, family: Family) -> Result<(Config, Optio
 }
 
 fn clip_of(model: &LoadedModel) -> bool {
-    matches!(model.entry.parameterization, Parameterization::DdpmEpsilon)
+    clip_of_entry(&model.entry)
+}
+
+/// Whether the model's x0 estimates are clipped (DDPM, SPEC 10 item 9).
+pub fn clip_of_entry(entry: &ModelEntry) -> bool {
+    matches!(entry.parameterization, Parameterization::DdpmEpsilon)
 }
 
 /// Images of one size → a model-input batch tensor.
@@ -199,10 +209,13 @@ pub fn check_header(model: &LoadedModel, cfg: &Config, height: usize, width: usi
     file.validate().with_context(why)
 }
 
-/// The result of encoding a batch: one token file per image and the encoder's own
-/// reconstruction (identical to what a decoder on this machine produces).
+/// The result of encoding a batch: one token file per image, its bytes as stored (compact when
+/// the settings are one of the model's shipped operating points, else the full header; see
+/// [`crate::ladder`]) and the encoder's own reconstruction (identical to what a decoder on this
+/// machine produces).
 pub struct EncodedBatch {
     pub files: Vec<fmt::TokenFile>,
+    pub bytes: Vec<Vec<u8>>,
     pub reconstructions: Vec<Image>,
 }
 
@@ -243,7 +256,13 @@ pub fn encode(
             Ok(file)
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(EncodedBatch { files, reconstructions: tensor_images(&enc.reconstruction, model.entry.channels, h, w, pad)? })
+    let points = crate::ladder::operating_points(&model.entry, &model.dir, model.weights_sha256)?;
+    let bytes = files.iter().map(|f| crate::ladder::store(f, &points)).collect::<Result<Vec<_>>>()?;
+    Ok(EncodedBatch {
+        files,
+        bytes,
+        reconstructions: tensor_images(&enc.reconstruction, model.entry.channels, h, w, pad)?,
+    })
 }
 
 /// Decodes token files made with `model` and one procedure and image size (a batch).

@@ -128,7 +128,8 @@ pub fn evaluate(
     let n = data.images.len();
     anyhow::ensure!(n > 0, "no images to evaluate");
     let images: Vec<Image> = data.images.iter().map(|i| convert_channels(i, model.entry.channels)).collect();
-    let mut files: Vec<Option<TokenFile>> = vec![None; n];
+    // Each token file with its stored size (compact or full header).
+    let mut files: Vec<Option<(TokenFile, u64)>> = vec![None; n];
     let mut recon: Vec<Option<Image>> = vec![None; n];
     if let Some(dir) = &opts.keep {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -150,22 +151,23 @@ pub fn evaluate(
         let refs: Vec<&Image> = chunk.iter().map(|&i| &images[i]).collect();
         let enc = codec::encode(model, cfg, &refs, device, progress.clone())?;
         // Through bytes: what is measured is what a decoder reading the file gets.
-        let chunk_files: Vec<TokenFile> =
-            enc.files.iter().map(|f| Ok(TokenFile::from_bytes(&f.to_bytes()?)?)).collect::<Result<_>>()?;
+        let resolver = crate::ladder::Resolver::for_model(model);
+        let stored: Vec<crate::ladder::Stored> = enc.bytes.iter().map(|b| resolver.parse(b)).collect::<Result<_>>()?;
+        let chunk_files: Vec<TokenFile> = stored.iter().map(|s| s.file.clone()).collect();
         encode_s += t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let chunk_recon = codec::decode(model, &chunk_files.iter().collect::<Vec<_>>(), device, progress.clone())?;
         decode_s += t1.elapsed().as_secs_f64();
-        for ((&i, f), img) in chunk.iter().zip(chunk_files).zip(chunk_recon) {
+        for (((&i, f), img), bytes) in chunk.iter().zip(chunk_files).zip(chunk_recon).zip(&enc.bytes) {
             if let Some(dir) = &opts.keep {
                 // The PNG last: its presence marks the image as done (see `reuse_kept`).
-                f.write_atomic(dir.join(format!("{}.gddcm", data.names[i])))?;
+                crate::atomic::write(&dir.join(format!("{}.gddcm", data.names[i])), bytes)?;
                 img.save_png(&dir.join(format!("{}.png", data.names[i])))?;
             }
-            (files[i], recon[i]) = (Some(f), Some(img));
+            (files[i], recon[i]) = (Some((f, bytes.len() as u64)), Some(img));
         }
     }
-    let files: Vec<TokenFile> = files.into_iter().flatten().collect();
+    let files: Vec<(TokenFile, u64)> = files.into_iter().flatten().collect();
     let recon: Vec<Image> = recon.into_iter().flatten().collect();
     let speed = |secs: f64| if todo.is_empty() { f64::NAN } else { todo.len() as f64 / secs };
     let mut rep = EvalReport {
@@ -175,8 +177,8 @@ pub fn evaluate(
         k: cfg.k,
         n: cfg.algorithm.tokens(),
         p: cfg.algorithm.p(),
-        bpp: mean(&files.iter().map(|f| f.rate_bpp()).collect::<Vec<_>>()),
-        file_bpp: mean(&files.iter().map(|f| f.total_bpp()).collect::<Vec<_>>()),
+        bpp: mean(&files.iter().map(|(f, _)| f.rate_bpp()).collect::<Vec<_>>()),
+        file_bpp: mean(&files.iter().map(|(f, bytes)| f.file_bpp(*bytes)).collect::<Vec<_>>()),
         encode_images_per_s: speed(encode_s),
         decode_images_per_s: speed(decode_s),
         ..Default::default()
@@ -195,7 +197,7 @@ fn reuse_kept(
     model: &LoadedModel,
     cfg: &Config,
     names: &[String],
-    files: &mut [Option<TokenFile>],
+    files: &mut [Option<(TokenFile, u64)>],
     recon: &mut [Option<Image>],
 ) -> Result<()> {
     for (i, name) in names.iter().enumerate() {
@@ -203,7 +205,8 @@ fn reuse_kept(
         if !(tok.is_file() && png.is_file()) {
             continue;
         }
-        let f = TokenFile::read(&tok)?;
+        let stored = crate::ladder::Resolver::for_model(model).read(&tok)?;
+        let f = stored.file;
         anyhow::ensure!(
             codec::made_with(&f, model, cfg)?,
             "{} was made with another model or other settings than this run ({}, K = {}, N = {}, p = {}); \
@@ -215,7 +218,7 @@ fn reuse_kept(
             cfg.algorithm.p()
         );
         recon[i] = Some(Image::load(&png, model.entry.channels)?);
-        files[i] = Some(f);
+        files[i] = Some((f, stored.bytes));
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ pub mod data;
 pub mod eval;
 pub mod family;
 pub mod format;
+pub mod ladder;
 pub mod marginal;
 pub mod metrics;
 pub mod nn;

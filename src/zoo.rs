@@ -288,6 +288,29 @@ impl ModelEntry {
         self.locate(weights).is_ok()
     }
 
+    /// The file whose SHA-256 identifies the model (token files name it), in a folder found by
+    /// [`ModelEntry::locate`].
+    pub fn weights_file(&self, dir: &Path) -> PathBuf {
+        match self.weights {
+            WeightsKind::DiffusersUNet2D => {
+                let w = dir.join(self.files[1]);
+                if w.is_file() {
+                    w
+                } else {
+                    alt_bin(&w).unwrap_or(w)
+                }
+            }
+            WeightsKind::EdmExport => dir.join(self.files[1]),
+            WeightsKind::RectifiedFlowCheckpoint | WeightsKind::ConsistencyFlax => dir.join(self.files[0]),
+        }
+    }
+
+    /// The image side the model takes as is: its input size less the background padding
+    /// (28 for the bundled Fashion-MNIST models, 32 for the CIFAR-10 checkpoints).
+    pub fn native_side(&self) -> usize {
+        self.size - 2 * self.pad
+    }
+
     /// The marginal `s(t), Σ(t)` of the model's denoiser (SPEC 1), known without loading it.
     pub fn marginal(&self) -> Marginal {
         match self.parameterization {
@@ -346,10 +369,7 @@ pub fn load(name: &str, weights: Option<&Path>, device: &Device) -> Result<Loade
     let (net, weights_file): (Box<dyn Network>, PathBuf) = match entry.weights {
         WeightsKind::DiffusersUNet2D => {
             let cfg_path = dir.join(entry.files[0]);
-            let mut wpath = dir.join(entry.files[1]);
-            if !wpath.is_file() {
-                wpath = alt_bin(&wpath).unwrap_or(wpath);
-            }
+            let wpath = entry.weights_file(&dir);
             let cfg = crate::nn::unet2d::UNet2DConfig::from_file(&cfg_path)?;
             let model = UNet2DModel::load_files(&cfg, &wpath, device)?;
             (Box::new(model), wpath)

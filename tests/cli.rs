@@ -188,3 +188,39 @@ fn ddcm_is_exactly_the_spec4_baseline() {
         assert!(e.contains("--ddcm") && e.contains(flag[0]), "{e}");
     }
 }
+
+/// Issue 17: the default settings are a shipped operating point, so the files are compact
+/// (300 token bytes + 8, 3.14 bpp instead of 503 bytes); other settings keep the full header;
+/// both decode, and inspect says which form.
+#[test]
+fn shipped_operating_points_write_compact_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ex = examples();
+    for (model, bytes) in [("fmnist-edm", 308u64), ("fmnist-ddpm", 309)] {
+        let dir = tmp.path().join(model);
+        let od = dir.display().to_string();
+        let stdout = ok(&gddcm(&["roundtrip", &ex[0], "-m", model, "--quiet", "-o", &od]));
+        // File bits per pixel come first.
+        let header: Vec<&str> = stdout.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(header[..3], ["image", "file", "bpp"], "{stdout}");
+        let bpp = format!("{:.4}", bytes as f64 * 8.0 / 784.0);
+        assert!(stdout.lines().nth(1).unwrap().split_whitespace().nth(1) == Some(bpp.as_str()), "{stdout}");
+        let (json, text) = inspect_only_file(&dir);
+        let c = &json["container"];
+        assert_eq!(
+            (c["form"].as_str(), c["file_bytes"].as_u64(), c["overhead_bytes"].as_u64()),
+            (Some("compact"), Some(bytes), Some(8)),
+            "{json}"
+        );
+        assert_eq!(json["procedure"]["k"], 256);
+        assert!(text.contains("compact v1") && text.contains("operating point 0"), "{text}");
+        assert!(text.contains(&format!("shipped operating point 0 of {model}")), "{text}");
+    }
+    // Other settings: the full header, which still decodes.
+    let dir = tmp.path().join("full");
+    let od = dir.display().to_string();
+    ok(&gddcm(&["encode", &ex[0], "--seed", "1", "-n", "4", "-k", "4", "--quiet", "-o", &od]));
+    let (json, text) = inspect_only_file(&dir);
+    assert_eq!(json["container"]["form"], "full", "{json}");
+    assert!(text.contains("full header"), "{text}");
+}

@@ -33,10 +33,10 @@ pub struct DecodeArgs {
 
 pub fn run(args: DecodeArgs) -> Result<()> {
     let DecodeArgs { files, output, weights, force, run } = args;
-    let tfs: Vec<TokenFile> = files
-        .iter()
-        .map(|p| TokenFile::read(p).with_context(|| format!("reading {}", p.display())))
-        .collect::<Result<_>>()?;
+    // Compact files name a shipped operating point and a weights fingerprint: the resolver
+    // expands them from the installed models' operating points.
+    let resolver = gddcm::ladder::Resolver::new(weights.as_deref());
+    let tfs: Vec<TokenFile> = files.iter().map(|p| Ok(resolver.read(p)?.file)).collect::<Result<_>>()?;
     let first = &tfs[0].model;
     if let Some((p, _)) = files
         .iter()

@@ -46,13 +46,8 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     let done = encode_images(&model, &cfg, &inputs, &outs, &tok.run)?;
     dir.keep();
     for (path, file, _) in &done {
-        println!(
-            "{}  {} tokens, {:.4} bpp ({} bytes)",
-            path.display(),
-            file.tokens.len(),
-            file.total_bpp(),
-            file.total_bits().div_ceil(8)
-        );
+        let bytes = std::fs::metadata(path)?.len();
+        println!("{}  {} tokens, {:.4} bpp ({} bytes)", path.display(), file.tokens.len(), file.file_bpp(bytes), bytes);
     }
     println!("settings: {source}");
     Ok(())
@@ -142,10 +137,13 @@ pub fn encode_images(
         let batch: Vec<&Image> = g.iter().map(|&i| &inputs[i].image).collect();
         let enc = codec::encode(model, cfg, &batch, &dev, pb.clone())
             .with_context(|| format!("encoding {}", outs[g[0]].display()))?;
-        for (&i, mut file) in g.iter().zip(enc.files) {
+        for ((&i, mut file), bytes) in g.iter().zip(enc.files).zip(enc.bytes) {
+            // Compact when the settings are a shipped operating point, else the full header; a
+            // fitted image always keeps the full header, whose fit block restores its size.
             file.fit = inputs[i].fit;
+            let bytes = if file.fit.is_some() { file.to_bytes()? } else { bytes };
             let path: &Path = &outs[i];
-            file.write_atomic(path).with_context(|| format!("writing {}", path.display()))?;
+            gddcm::atomic::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
             results[i] = Some((path.to_path_buf(), file, inputs[i].image.clone()));
         }
     }

@@ -24,20 +24,42 @@ pub struct InspectArgs {
 
 pub fn run(args: InspectArgs) -> Result<()> {
     let InspectArgs { file, json } = args;
-    let tf = TokenFile::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let source = settings_source(&tf);
+    let bytes = gddcm::ladder::read_bytes(&file)?;
+    let resolver = gddcm::ladder::Resolver::new(None);
+    let (container, container_json, resolved) =
+        gddcm::ladder::describe(&bytes, &resolver).with_context(|| format!("reading {}", file.display()))?;
+    // A compact file whose model is not installed still shows its raw fields.
+    let (mut v, text) = match &resolved {
+        Ok(st) => {
+            let source = match &st.compact {
+                Some(c) => format!("shipped operating point {} of {}", c.point, st.file.model.name),
+                None => settings_source(&st.file),
+            };
+            let mut v = serde_json::to_value(&st.file)?;
+            v["settings"] = source.clone().into();
+            (v, format!("{}\n{container}\nsettings: {source}", st.file))
+        }
+        Err(e) => (
+            serde_json::json!({ "resolved": false, "error": format!("{e:#}") }),
+            format!("{container}\nsettings:   not resolved: {e:#}"),
+        ),
+    };
     if json {
+        v["container"] = container_json;
         // Pretty, but the tokens on one line rather than one line each.
-        let mut v = serde_json::to_value(&tf)?;
-        v["settings"] = source.into();
         const SLOT: &str = "\u{0}tokens\u{0}";
-        let tokens = std::mem::replace(&mut v["tokens"], SLOT.into());
-        let text = serde_json::to_string_pretty(&v)?;
-        let slot = serde_json::to_string(SLOT)?;
-        println!("{}", text.replacen(&slot, &serde_json::to_string(&tokens)?, 1));
+        match v.get_mut("tokens") {
+            Some(t) => {
+                let tokens = std::mem::replace(t, SLOT.into());
+                let text = serde_json::to_string_pretty(&v)?;
+                let slot = serde_json::to_string(SLOT)?;
+                println!("{}", text.replacen(&slot, &serde_json::to_string(&tokens)?, 1));
+            }
+            None => println!("{}", serde_json::to_string_pretty(&v)?),
+        }
     } else {
         // The model name comes from the file: no raw control characters to the terminal.
-        println!("{}", escape_untrusted(&format!("{tf}\nsettings: {source}")));
+        println!("{}", escape_untrusted(&text));
     }
     Ok(())
 }

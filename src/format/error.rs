@@ -10,7 +10,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
     /// The file does not start with the magic bytes `GDDCM\0`.
-    #[error("not a gddcm token file: magic bytes are {found:02x?}, expected {expected:02x?} (\"GDDCM\\0\")")]
+    #[error(
+        "not a gddcm token file: magic bytes are {found:02x?}, expected {expected:02x?} (\"GDDCM\\0\") or a compact \
+         file's first byte 0xd2/0xd3"
+    )]
     BadMagic {
         /// The first six bytes of the file.
         found: [u8; 6],
@@ -25,6 +28,52 @@ pub enum FormatError {
         found: u16,
         /// The newest version this reader supports ([`super::FORMAT_VERSION_FIT`]).
         supported: u16,
+    },
+
+    /// A compact file's version is not one this reader understands.
+    #[error("unsupported compact gddcm container version {found}; this reader supports version {supported}")]
+    UnsupportedCompactVersion {
+        /// The version in the file's first byte (bits 3..1).
+        found: u8,
+        /// The version this reader supports ([`super::compact::COMPACT_VERSION`]).
+        supported: u8,
+    },
+
+    /// A compact file's CRC-16 does not match its contents.
+    #[error(
+        "checksum mismatch: compact file stores CRC-16 {stored:#06x}, contents give {computed:#06x} (the file is corrupted)"
+    )]
+    CompactChecksumMismatch {
+        /// The CRC-16 stored in the file.
+        stored: u16,
+        /// The CRC-16 computed over the bytes before it.
+        computed: u16,
+    },
+
+    /// A compact file was given to a reader of full files only: it needs its operating point.
+    #[error(
+        "this is a compact token file (operating point {point} of a model whose weights sha256 starts with \
+         {fingerprint}); reading it needs that model's shipped operating points (gddcm::ladder)"
+    )]
+    CompactNeedsOperatingPoint {
+        /// The operating point id.
+        point: u32,
+        /// The model fingerprint, hex.
+        fingerprint: String,
+    },
+
+    /// No installed model ships the operating point a compact file names.
+    #[error(
+        "this file was made with operating point {point} of a model whose weights sha256 starts with \
+         {fingerprint}..; {detail}"
+    )]
+    UnknownOperatingPoint {
+        /// The operating point id.
+        point: u32,
+        /// The model fingerprint, hex.
+        fingerprint: String,
+        /// What is missing: no installed model matches, or the model has no such point.
+        detail: String,
     },
 
     /// The file ends before a field is complete.

@@ -40,9 +40,17 @@
 //!
 //! The encoding is canonical: [`TokenFile::from_bytes`] accepts exactly the byte strings that
 //! [`TokenFile::to_bytes`] produces, so re-serialising a parsed file gives the same bytes.
+//!
+//! # The compact form
+//! A file made with one of a model's shipped operating points is stored in the compact
+//! container of [`compact`] instead (first byte `0xD2`/`0xD3`, 8 bytes of overhead): operating
+//! point id, model fingerprint, the size when it is not the native one, the same token payload
+//! and a CRC-16. [`Container::from_bytes`] reads either form; [`TokenFile::from_bytes`] reads
+//! the full form only and refuses a compact file with an error naming its operating point.
 
 #![warn(missing_docs)]
 
+pub mod compact;
 mod error;
 mod pack;
 
@@ -52,6 +60,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use compact::{CompactFile, Container, OperatingPoint};
 pub use error::FormatError;
 pub use pack::packed_bits;
 
@@ -695,6 +704,12 @@ impl TokenFile {
         self.total_bits() as f64 / self.pixels()
     }
 
+    /// Bits per pixel (`H·W`) of a stored file of `file_bytes` bytes, in whichever form it was
+    /// written (compact or full): the rate that counts (SPEC 6, issue 17).
+    pub fn file_bpp(&self, file_bytes: u64) -> f64 {
+        (8 * file_bytes) as f64 / self.pixels()
+    }
+
     fn pixels(&self) -> f64 {
         (f64::from(self.image.height) * f64::from(self.image.width)).max(1.0)
     }
@@ -835,8 +850,13 @@ impl TokenFile {
     /// allocated, so memory stays proportional to the input (at most 32 bytes of tokens per
     /// payload byte, at K = 2). Errors name the field: bad magic, unsupported version,
     /// truncation, invalid enum tags, out-of-range values, checksum mismatch (checked after
-    /// the header is parsed, before the payload is decoded), bad token payload, trailing bytes.
+    /// the header is parsed, before the payload is decoded), bad token payload, trailing bytes,
+    /// and a compact file ([`compact`]), which needs its operating point to be read.
     pub fn from_bytes(bytes: &[u8]) -> Result<TokenFile, FormatError> {
+        if compact::is_compact(bytes) {
+            let c = CompactFile::from_bytes(bytes)?;
+            return Err(FormatError::CompactNeedsOperatingPoint { point: c.point, fingerprint: c.fingerprint_hex() });
+        }
         let mut r = Reader { buf: bytes, pos: 0 };
         let magic: [u8; 6] = r.array("magic")?;
         if magic != MAGIC {
@@ -1224,7 +1244,7 @@ impl fmt::Display for TokenFile {
             if init_bits > 0 { format!(" (+ {init_bits} bits of I3 index in the header)") } else { String::new() };
         write!(
             f,
-            "size:       payload {} bits = {:.4} bpp{init_note}; file {} bytes = {:.4} bpp",
+            "size:       payload {} bits = {:.4} bpp{init_note}; as a full-header file {} bytes = {:.4} bpp",
             self.payload_bits(),
             self.payload_bpp(),
             self.total_bits() / 8,
