@@ -17,10 +17,10 @@
 
 use serde::Serialize;
 
-use crate::schedule::{integer_grid, rho_grid};
 use crate::format::{
     Algorithm, ComputeDtype, Family, InitStrategy, MarginalSchedule, Parameterization, SamplerKind, TokenFile, XRef,
 };
+use crate::schedule::{integer_grid, rho_grid};
 
 /// The default bound on network evaluations per image a decoder accepts from a file: above
 /// every setting this project uses (N ≤ 1000 tokens plus a final sampler of at most a few dozen
@@ -182,6 +182,15 @@ fn sampler_grid(file: &TokenFile, d: &TimeDomain, t_s: f64) -> Vec<f64> {
     grid
 }
 
+/// A number for a message: plain when moderate, else in exponent notation (`1e300`, not 301 digits).
+fn num(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() || (1e-4..1e9).contains(&x.abs()) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
 /// Whether a time grid is finite and never goes up.
 fn grid_ok(grid: &[f64]) -> bool {
     grid.iter().all(|t| t.is_finite()) && grid.windows(2).all(|w| w[0] >= w[1])
@@ -195,7 +204,10 @@ pub fn check(model: &ModelDescription, file: &TokenFile, max_nfe: Option<u64>) -
     let refuse = |field: &'static str, reason: String| Refusal { model: model.name.clone(), field, reason };
     let m = &file.model;
     if m.family != model.family {
-        return Err(refuse("model.family", format!("the file is for a {} model; this one is {}", m.family, model.family)));
+        return Err(refuse(
+            "model.family",
+            format!("the file is for a {} model; this one is {}", m.family, model.family),
+        ));
     }
     if m.parameterization != model.parameterization {
         return Err(refuse(
@@ -237,11 +249,18 @@ pub fn check(model: &ModelDescription, file: &TokenFile, max_nfe: Option<u64>) -
     if pr.clip_x0 != model.clip_x0 {
         return Err(refuse(
             "procedure.clip_x0",
-            format!("the file says {}; this model's procedure {} x0", pr.clip_x0, if model.clip_x0 { "clips" } else { "does not clip" }),
+            format!(
+                "the file says {}; this model's procedure {} x0",
+                pr.clip_x0,
+                if model.clip_x0 { "clips" } else { "does not clip" }
+            ),
         ));
     }
     if pr.dtype != ComputeDtype::F32 {
-        return Err(refuse("procedure.dtype", format!("the file was made with {:?} compute; this decoder runs f32 only", pr.dtype)));
+        return Err(refuse(
+            "procedure.dtype",
+            format!("the file was made with {:?} compute; this decoder runs f32 only", pr.dtype),
+        ));
     }
     match pr.init {
         InitStrategy::I2 { x_ref: XRef::DatasetMean } | InitStrategy::I3 { x_ref: XRef::DatasetMean, .. } => {
@@ -258,24 +277,30 @@ pub fn check(model: &ModelDescription, file: &TokenFile, max_nfe: Option<u64>) -
     match &pr.algorithm {
         Algorithm::Alg1 { t_r, t_t, .. } => {
             if !in_domain(*t_r) {
-                return Err(refuse("procedure.algorithm.t_r", format!("T_r = {t_r} is outside the model's time range {domain}")));
+                return Err(refuse(
+                    "procedure.algorithm.t_r",
+                    format!("T_r = {} is outside the model's time range {domain}", num(*t_r)),
+                ));
             }
             if !(t_t.is_finite() && *t_t >= d.clean && t_t < t_r) {
                 return Err(refuse(
                     "procedure.algorithm.t_t",
-                    format!("T_t = {t_t} is outside [{}, T_r = {t_r})", d.clean),
+                    format!("T_t = {} is outside [{}, T_r = {})", num(*t_t), d.clean, num(*t_r)),
                 ));
             }
             if d.discrete && (*t_r as i64) - (*t_t as i64) < i64::from(pr.n) {
                 return Err(refuse(
                     "procedure.n",
-                    format!("the integer grid {t_r} → {t_t} has fewer than N = {} steps", pr.n),
+                    format!("the integer grid {} → {} has fewer than N = {} steps", num(*t_r), num(*t_t), pr.n),
                 ));
             }
         }
         Algorithm::Alg2 { t_s, schedule } => {
             if !in_domain(*t_s) {
-                return Err(refuse("procedure.algorithm.t_s", format!("T_s = {t_s} is outside the model's time range {domain}")));
+                return Err(refuse(
+                    "procedure.algorithm.t_s",
+                    format!("T_s = {} is outside the model's time range {domain}", num(*t_s)),
+                ));
             }
             // A jump may reach the clean time, not beyond (up to rounding in the encoder's Δ).
             let lowest = d.clean - 1e-9 * t_s.abs().max(1.0);
@@ -283,13 +308,17 @@ pub fn check(model: &ModelDescription, file: &TokenFile, max_nfe: Option<u64>) -
                 if !(e.delta.is_finite() && e.delta > 0.0 && t_s - e.delta >= lowest) {
                     return Err(refuse(
                         "procedure.algorithm.schedule.delta",
-                        format!("Δ = {} jumps from T_s = {t_s} outside the model's time range {domain}", e.delta),
+                        format!(
+                            "Δ = {} jumps from T_s = {} outside the model's time range {domain}",
+                            num(e.delta),
+                            num(*t_s)
+                        ),
                     ));
                 }
                 if d.discrete && e.delta.fract() != 0.0 {
                     return Err(refuse(
                         "procedure.algorithm.schedule.delta",
-                        format!("Δ = {} is not an integer step of the DDPM model", e.delta),
+                        format!("Δ = {} is not an integer step of the DDPM model", num(e.delta)),
                     ));
                 }
             }
@@ -297,10 +326,16 @@ pub fn check(model: &ModelDescription, file: &TokenFile, max_nfe: Option<u64>) -
     }
     match (pr.sampler.kind, model.family) {
         (SamplerKind::Euler, f) if f != Family::Rf => {
-            return Err(refuse("procedure.sampler.kind", format!("the Euler-in-τ sampler is for rectified flow, not {f}")));
+            return Err(refuse(
+                "procedure.sampler.kind",
+                format!("the Euler-in-τ sampler is for rectified flow, not {f}"),
+            ));
         }
         (SamplerKind::Ddim, Family::Rf) => {
-            return Err(refuse("procedure.sampler.kind", "a rectified-flow file records its sampler as Euler, not DDIM".into()));
+            return Err(refuse(
+                "procedure.sampler.kind",
+                "a rectified-flow file records its sampler as Euler, not DDIM".into(),
+            ));
         }
         _ => {}
     }
@@ -321,7 +356,7 @@ pub fn check(model: &ModelDescription, file: &TokenFile, max_nfe: Option<u64>) -
         if !grid_ok(&sampler_grid(file, d, *t_s)) {
             return Err(refuse(
                 "procedure.sampler.rho",
-                format!("ρ = {} gives the final sampler a grid that is not finite and decreasing", pr.sampler.rho),
+                format!("ρ = {} gives the final sampler a grid that is not finite and decreasing", num(pr.sampler.rho)),
             ));
         }
     }
@@ -329,7 +364,7 @@ pub fn check(model: &ModelDescription, file: &TokenFile, max_nfe: Option<u64>) -
         if !d.discrete && !grid_ok(&rho_grid(*t_r, *t_t, pr.n as usize, *rho)) {
             return Err(refuse(
                 "procedure.algorithm.rho",
-                format!("ρ = {rho} gives Algorithm 1 a grid that is not finite and decreasing"),
+                format!("ρ = {} gives Algorithm 1 a grid that is not finite and decreasing", num(*rho)),
             ));
         }
     }

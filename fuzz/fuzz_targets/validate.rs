@@ -12,11 +12,11 @@
 
 // Compiled from the crate's own source, without candle (see ../README.md).
 #[allow(dead_code)]
-#[path = "../../src/format/mod.rs"]
-mod format;
-#[allow(dead_code)]
 #[path = "../../src/atomic.rs"]
 mod atomic;
+#[allow(dead_code)]
+#[path = "../../src/format/mod.rs"]
+mod format;
 #[allow(dead_code)]
 #[path = "../../src/schedule.rs"]
 mod schedule;
@@ -59,7 +59,8 @@ fn check(data: &[u8]) {
     }
     // A model made for this file: every identity and image check passes.
     let m = &file.model;
-    let mut own = ModelDescription::new("fuzz", m.family, m.parameterization, m.schedule, file.image.channels, file.image.height);
+    let mut own =
+        ModelDescription::new("fuzz", m.family, m.parameterization, m.schedule, file.image.channels, file.image.height);
     own.lo = file.image.lo;
     own.hi = file.image.hi;
     own.clip_x0 = file.procedure.clip_x0;
