@@ -56,6 +56,9 @@ enum Command {
         /// Weights folder or file for the model the files name.
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// Refuse files whose procedure takes more network evaluations (NFE) per image.
+        #[arg(long, default_value_t = gddcm::validate::DEFAULT_MAX_NFE)]
+        max_nfe: u64,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -344,13 +347,13 @@ impl TokenizerArgs {
                 }
                 (s, format!("profile {}", path.display()))
             }
-            None => match model.profile()? {
-                Some(s) if !other_algorithm(&s) => {
-                    let path = model.dir.join("profile.json");
-                    let source = format!("shipped profile of {}, p = {} ({})", model.entry.name, s.p, path.display());
+            None => match model.profile_with_origin()? {
+                Some((s, origin)) if !other_algorithm(&s) => {
+                    let source = format!("shipped profile of {}, p = {} ({origin})", model.entry.name, s.p);
                     (s, source)
                 }
                 shipped => {
+                    let shipped = shipped.map(|(s, _)| s);
                     let p = self.p.unwrap_or_default();
                     let why = match shipped {
                         Some(s) => format!(" (the shipped profile of {} is for p = {})", model.entry.name, s.p),
@@ -431,10 +434,10 @@ fn settings_source(tf: &TokenFile) -> String {
     let marginal = entry.marginal();
     let with_file = |s: Settings| Settings { k: pr.k, n: pr.n, seed: pr.seed, ..s };
     let matches = |s: Settings| with_file(s).to_config(family, &marginal).is_ok_and(|c| same(&c));
-    let shipped = entry.locate(None).ok().map(|d| d.join("profile.json")).filter(|p| p.is_file());
-    if let Some(path) = &shipped {
-        if Settings::load(path).is_ok_and(matches) {
-            return format!("shipped profile of {} ({}), at this K, N and seed", entry.name, path.display());
+    let shipped = entry.shipped_profile(None).ok().flatten();
+    if let Some((s, origin)) = &shipped {
+        if matches(s.clone()) {
+            return format!("shipped profile of {} ({origin}), at this K, N and seed", entry.name);
         }
     }
     if matches(Settings { p: pr.p, ..Settings::default() }) {
@@ -627,7 +630,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!("settings: {source}");
         }
-        Command::Decode { files, output, weights, run } => {
+        Command::Decode { files, output, weights, max_nfe, run } => {
             let tfs: Vec<TokenFile> = files
                 .iter()
                 .map(|p| TokenFile::read(p).with_context(|| format!("reading {}", p.display())))
@@ -644,6 +647,7 @@ fn run(cli: Cli) -> Result<()> {
                     files[0].display()
                 );
             }
+            codec::check_files(&files, &tfs, max_nfe)?;
             let images = decode_files(&tfs, weights.as_deref(), &run, None)?;
             for (p, img) in files.iter().zip(images) {
                 let path = output.join(format!("{}.png", stem(p)));
@@ -694,14 +698,16 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Models { json } => {
-            let rows: Vec<(zoo::ModelEntry, bool)> =
-                zoo::entries().into_iter().map(|e| (e.available(None), e)).map(|(a, e)| (e, a)).collect();
+            let rows: Vec<(zoo::ModelEntry, Option<zoo::Source>)> =
+                zoo::entries().into_iter().map(|e| (e.find(None).ok(), e)).map(|(a, e)| (e, a)).collect();
             if json {
                 let v: Vec<serde_json::Value> = rows
                     .iter()
                     .map(|(e, a)| {
                         let mut v = serde_json::to_value(e).unwrap_or_default();
-                        v["available"] = serde_json::Value::Bool(*a);
+                        v["available"] = serde_json::Value::Bool(a.is_some());
+                        v["found"] = serde_json::to_value(a).unwrap_or_default();
+                        v["searched"] = serde_json::to_value(e.candidate_dirs()).unwrap_or_default();
                         v
                     })
                     .collect();
@@ -714,9 +720,26 @@ fn run(cli: Cli) -> Result<()> {
                         "{:<22} {:<6} {:<10} {}{default}",
                         e.name,
                         e.family.to_string(),
-                        if *a { "present" } else { "missing" },
+                        match a {
+                            Some(zoo::Source::Embedded) => "embedded",
+                            Some(_) => "present",
+                            None => "missing",
+                        },
                         e.description
                     );
+                    match a {
+                        Some(zoo::Source::Folder(dir)) => println!("{:<29} found in {}", "", dir.display()),
+                        Some(zoo::Source::Embedded) => {}
+                        None => {
+                            let dirs: Vec<String> =
+                                e.candidate_dirs().iter().map(|d| d.display().to_string()).collect();
+                            println!(
+                                "{:<29} looked in {}",
+                                "",
+                                if dirs.is_empty() { "(nowhere)".into() } else { dirs.join(", ") }
+                            );
+                        }
+                    }
                 }
             }
         }
