@@ -228,7 +228,7 @@ pub fn check(model: &ModelDescription, file: &TokenFile, max_nfe: Option<u64>) -
             format!("the file holds a {}-channel image; this model has {}", img.channels, model.channels),
         ));
     }
-    if img.height != img.width || img.height > model.size || (model.size - img.height) % 2 != 0 {
+    if img.height != img.width || img.height > model.size || !(model.size - img.height).is_multiple_of(2) {
         return Err(refuse(
             "image",
             format!(

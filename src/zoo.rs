@@ -82,7 +82,8 @@ pub struct ModelEntry {
 
 /// All known models; the first is the default.
 pub fn entries() -> Vec<ModelEntry> {
-    let bundled = |name, family, dir, parameterization, description| ModelEntry {
+    let bundled = |name, family, dir, parameterization, description| {
+        ModelEntry {
         name,
         family,
         description,
@@ -94,7 +95,8 @@ pub fn entries() -> Vec<ModelEntry> {
         bundled_dir: Some(dir),
         hf_repo: None,
         files: &["config.json", "diffusion_pytorch_model.safetensors"],
-        download: "bundled with gddcm in models/ (train again with tools/train/train.py)",
+        download: "the models/ folder of the gddcm source tree: copy its model folder (edm, ddpm, cm or rf) to $GDDCM_HOME/<model name>, or train again with tools/train/train.py",
+    }
     };
     vec![
         bundled("fmnist-edm", Family::Edm, "edm", Parameterization::Preconditioned(Precond::EDM), "EDM model trained on Fashion-MNIST by this project (bundled)"),
@@ -277,7 +279,7 @@ pub enum Source {
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Source::Embedded => f.write_str("embedded in this gddcm binary"),
+            Source::Embedded => f.write_str("the copy embedded in this gddcm binary"),
             Source::Folder(p) => write!(f, "{}", p.display()),
         }
     }
