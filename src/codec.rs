@@ -28,7 +28,8 @@ pub fn padding_for(model: &LoadedModel, h: usize, w: usize) -> Result<usize> {
     Ok((size - h) / 2)
 }
 
-fn family_tag(f: Family) -> fmt::Family {
+/// The format's tag of a family.
+pub fn family_tag(f: Family) -> fmt::Family {
     match f {
         Family::Ddpm => fmt::Family::Ddpm,
         Family::Edm => fmt::Family::Edm,
@@ -44,7 +45,19 @@ pub fn identity(model: &LoadedModel) -> fmt::ModelIdentity {
 
 /// The model identity a token file records, for a model entry and its weights' SHA-256.
 pub fn identity_of(entry: &ModelEntry, weights_sha256: [u8; 32]) -> fmt::ModelIdentity {
-    let (parameterization, schedule) = match entry.parameterization {
+    let (parameterization, schedule) = format_parameterization(entry.parameterization);
+    fmt::ModelIdentity {
+        name: entry.name.to_string(),
+        weights_sha256,
+        family: family_tag(entry.family),
+        parameterization,
+        schedule,
+    }
+}
+
+/// The parameterisation and marginal schedule a token file records for a model's.
+pub fn format_parameterization(p: Parameterization) -> (fmt::Parameterization, fmt::MarginalSchedule) {
+    match p {
         Parameterization::DdpmEpsilon => (fmt::Parameterization::Eps, fmt::MarginalSchedule::DdpmLinear { t: 1000 }),
         Parameterization::Velocity => (fmt::Parameterization::Velocity, fmt::MarginalSchedule::RfTau),
         Parameterization::Preconditioned(p) => (
@@ -56,14 +69,20 @@ pub fn identity_of(entry: &ModelEntry, weights_sha256: [u8; 32]) -> fmt::ModelId
             },
             fmt::MarginalSchedule::EdmSigma,
         ),
-    };
-    fmt::ModelIdentity {
-        name: entry.name.to_string(),
-        weights_sha256,
-        family: family_tag(entry.family),
-        parameterization,
-        schedule,
     }
+}
+
+/// Checks, before any model is loaded, that the model each token file names can run its
+/// procedure and that it takes at most `max_nfe` network evaluations per image
+/// ([`crate::validate::check`]); `paths` name the files in errors.
+pub fn check_files(paths: &[std::path::PathBuf], files: &[fmt::TokenFile], max_nfe: u64) -> Result<()> {
+    for (path, file) in paths.iter().zip(files) {
+        let entry =
+            crate::zoo::entry(&file.model.name).with_context(|| format!("{} cannot be decoded", path.display()))?;
+        crate::validate::check(&entry.description(), file, Some(max_nfe))
+            .with_context(|| format!("{} cannot be decoded", path.display()))?;
+    }
+    Ok(())
 }
 
 /// The procedure block of a token file for `cfg`, with the I3 index `j0`.
@@ -274,8 +293,20 @@ pub fn decode(
 ) -> Result<Vec<Image>> {
     ensure!(!files.is_empty(), "nothing to decode");
     let first = files[0];
+    let description = model.entry.description();
     for f in files {
-        f.check_model(model.entry.name, &model.weights_sha256)?;
+        f.check_model(model.entry.name, &model.weights_sha256).map_err(anyhow::Error::new).with_context(|| {
+            let expected = match model.entry.find(None) {
+                Ok(source) => format!("{source}"),
+                Err(_) => format!("$GDDCM_HOME/{} (not present here; {})", model.entry.name, model.entry.download),
+            };
+            format!(
+                "the loaded weights are {}; a file made with model '{}' expects its weights from {expected} (or the --weights it was made with)",
+                model.weights_origin(),
+                model.entry.name
+            )
+        })?;
+        crate::validate::check(&description, f, None)?;
         ensure!(
             f.procedure == first.procedure || same_but_j0(&f.procedure, &first.procedure),
             "files decoded together must share one procedure"

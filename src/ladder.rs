@@ -60,10 +60,13 @@ pub struct PointSettings {
 /// hold another model's).
 pub fn registry(entry: &ModelEntry, dir: &Path) -> Result<Option<Registry>> {
     let path = dir.join(REGISTRY_FILE);
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    // A model embedded in the binary (an empty `dir`, see `zoo::LoadedModel::dir`) ships its
+    // registry embedded with it.
+    let text = match entry.embedded() {
+        Some(e) if dir.as_os_str().is_empty() => e.operating_points.to_string(),
+        _ if !path.is_file() => return Ok(None),
+        _ => std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?,
+    };
     let reg: Registry = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a valid operating-point registry", path.display()))?;
     if reg.model != entry.name {
@@ -186,11 +189,18 @@ impl Resolver {
         }
         let mut found = Vec::new();
         for entry in zoo::entries() {
-            let Ok(dir) = entry.locate(self.weights.as_deref()) else { continue };
+            let Ok(source) = entry.find(self.weights.as_deref()) else { continue };
+            let dir = match source {
+                zoo::Source::Folder(dir) => dir,
+                zoo::Source::Embedded => PathBuf::new(),
+            };
             if registry(&entry, &dir)?.is_none() {
                 continue;
             }
-            let sha256 = weights_sha256(&entry.weights_file(&dir))?;
+            let sha256 = match entry.embedded() {
+                Some(e) if dir.as_os_str().is_empty() => e.weights_sha256(),
+                _ => weights_sha256(&entry.weights_file(&dir))?,
+            };
             found.push(Installed { entry, dir, sha256 });
         }
         Ok(self.installed.get_or_init(|| found))

@@ -36,4 +36,5 @@ pub mod runtime;
 pub mod schedule;
 pub mod search;
 pub mod tokenizer;
+pub mod validate;
 pub mod zoo;

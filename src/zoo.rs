@@ -1,14 +1,25 @@
 //! Named models: the bundled Fashion-MNIST models and the paper's published checkpoints,
 //! where their files are, and how each becomes a [`Denoiser`].
 //!
-//! Weights are looked up, in order, at an explicit `--weights PATH`, in `$GDDCM_HOME/<name>/`,
-//! in the repository's `models/` folder (bundled models), and in the Hugging Face cache
-//! (`$HF_HOME/hub` or `~/.cache/huggingface/hub`). A missing file is an error that says what
-//! to download and where to put it.
+//! Where a model's files are found, first match wins ([`ModelEntry::find`]):
+//!
+//! 1. `--weights PATH` (a folder, or a file in it): only there. A path that does not exist or
+//!    lacks the model's files is an error naming it; nothing else is tried.
+//! 2. The copy embedded in the binary: the default model `fmnist-edm` (config, weights and
+//!    profile, ~4 MB), so an installed `gddcm` works with no files beside it.
+//! 3. Other bundled models: the `models/` folder of the source tree this binary was built from
+//!    (skipped when `GDDCM_NO_SOURCE_TREE` is set, as if the clone had moved), then
+//!    `$GDDCM_HOME/<name>/`.
+//! 4. Published checkpoints: `$GDDCM_HOME/<name>/` (`GDDCM_HOME` defaults to `~/.gddcm`), then
+//!    the Hugging Face cache (`$HF_HOME/hub` or `~/.cache/huggingface/hub`).
+//!
+//! So a stale `~/.gddcm/<name>` never shadows a bundled model; to run other weights under a
+//! bundled model's name, pass `--weights`. A missing file is an error that says what to
+//! download, where to put it, and every place searched.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use candle_core::Device;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -71,7 +82,8 @@ pub struct ModelEntry {
 
 /// All known models; the first is the default.
 pub fn entries() -> Vec<ModelEntry> {
-    let bundled = |name, family, dir, parameterization, description| ModelEntry {
+    let bundled = |name, family, dir, parameterization, description| {
+        ModelEntry {
         name,
         family,
         description,
@@ -83,7 +95,8 @@ pub fn entries() -> Vec<ModelEntry> {
         bundled_dir: Some(dir),
         hf_repo: None,
         files: &["config.json", "diffusion_pytorch_model.safetensors"],
-        download: "bundled with gddcm in models/ (train again with tools/train/train.py)",
+        download: "the models/ folder of the gddcm source tree: copy its model folder (edm, ddpm, cm or rf) to $GDDCM_HOME/<model name>, or train again with tools/train/train.py",
+    }
     };
     vec![
         bundled("fmnist-edm", Family::Edm, "edm", Parameterization::Preconditioned(Precond::EDM), "EDM model trained on Fashion-MNIST by this project (bundled)"),
@@ -230,10 +243,67 @@ pub fn gddcm_home() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".gddcm")))
 }
 
-/// The repository's `models/` folder: beside the working directory, or where this crate was
-/// built from.
-fn bundled_roots() -> Vec<PathBuf> {
-    vec![PathBuf::from("models"), Path::new(env!("CARGO_MANIFEST_DIR")).join("models")]
+/// The `models/` folder of the source tree this binary was built from, unless
+/// `GDDCM_NO_SOURCE_TREE` is set (which makes a binary behave as if installed and the clone
+/// moved away).
+fn source_models() -> Option<PathBuf> {
+    std::env::var_os("GDDCM_NO_SOURCE_TREE").is_none().then(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+}
+
+/// A model compiled into the binary.
+pub struct EmbeddedModel {
+    /// The diffusers `config.json`.
+    pub config: &'static str,
+    /// `diffusion_pytorch_model.safetensors`.
+    pub weights: &'static [u8],
+    /// The shipped `profile.json`.
+    pub profile: &'static str,
+    /// The shipped operating points (`operating_points.json`, see [`crate::ladder`]).
+    pub operating_points: &'static str,
+}
+
+impl EmbeddedModel {
+    /// SHA-256 of the embedded weights (computed once).
+    pub fn weights_sha256(&self) -> [u8; 32] {
+        static SHA: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        *SHA.get_or_init(|| Sha256::digest(self.weights).into())
+    }
+}
+
+/// The default model, embedded so that an installed binary needs no files beside it.
+static EMBEDDED_EDM: EmbeddedModel = EmbeddedModel {
+    config: include_str!("../models/edm/config.json"),
+    weights: include_bytes!("../models/edm/diffusion_pytorch_model.safetensors"),
+    profile: include_str!("../models/edm/profile.json"),
+    operating_points: include_str!("../models/edm/operating_points.json"),
+};
+
+/// Where a model's files were found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Compiled into this binary.
+    Embedded,
+    /// A folder holding the model's files.
+    Folder(PathBuf),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Embedded => f.write_str("the copy embedded in this gddcm binary"),
+            Source::Folder(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl Serialize for Source {
+    /// `"embedded"` or the folder.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Source::Embedded => s.serialize_str("embedded"),
+            Source::Folder(p) => s.serialize_str(&p.display().to_string()),
+        }
+    }
 }
 
 fn hf_snapshots(repo: &str) -> Vec<PathBuf> {
@@ -246,17 +316,20 @@ fn hf_snapshots(repo: &str) -> Vec<PathBuf> {
 }
 
 impl ModelEntry {
-    /// Folders where this model's files may be, in search order.
-    pub fn candidate_dirs(&self, weights: Option<&Path>) -> Vec<PathBuf> {
+    /// The copy of this model compiled into the binary, if any.
+    pub fn embedded(&self) -> Option<&'static EmbeddedModel> {
+        (self.name == "fmnist-edm").then_some(&EMBEDDED_EDM)
+    }
+
+    /// Folders where this model's files may be when neither `--weights` nor an embedded copy
+    /// supplies them, in search order (see the module documentation).
+    pub fn candidate_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = Vec::new();
-        if let Some(w) = weights {
-            dirs.push(if w.is_file() { w.parent().unwrap_or(Path::new(".")).to_path_buf() } else { w.to_path_buf() });
+        if let (Some(dir), Some(root)) = (self.bundled_dir, source_models()) {
+            dirs.push(root.join(dir));
         }
         if let Some(home) = gddcm_home() {
             dirs.push(home.join(self.name));
-        }
-        if let Some(dir) = self.bundled_dir {
-            dirs.extend(bundled_roots().into_iter().map(|r| r.join(dir)));
         }
         if let Some(repo) = self.hf_repo {
             dirs.extend(hf_snapshots(repo));
@@ -264,13 +337,33 @@ impl ModelEntry {
         dirs
     }
 
-    /// The folder holding all of this model's files, or an error saying where to get them.
-    pub fn locate(&self, weights: Option<&Path>) -> Result<PathBuf> {
-        let dirs = self.candidate_dirs(weights);
-        for dir in &dirs {
-            if self.files.iter().all(|f| dir.join(f).is_file() || alt_bin(&dir.join(f)).is_some_and(|p| p.is_file())) {
-                return Ok(dir.clone());
-            }
+    fn has_files(&self, dir: &Path) -> bool {
+        self.files.iter().all(|f| dir.join(f).is_file() || alt_bin(&dir.join(f)).is_some_and(|p| p.is_file()))
+    }
+
+    /// Where this model's files are: `weights` if given (an error naming it if it does not hold
+    /// them), else the embedded copy, else the first folder of [`Self::candidate_dirs`] that
+    /// holds them; or an error saying where to get them and every place searched.
+    pub fn find(&self, weights: Option<&Path>) -> Result<Source> {
+        if let Some(w) = weights {
+            ensure!(w.exists(), "--weights {}: no such file or folder", w.display());
+            let dir = if w.is_file() { w.parent().unwrap_or(Path::new(".")).to_path_buf() } else { w.to_path_buf() };
+            ensure!(
+                self.has_files(&dir),
+                "--weights {}: the files of model '{}' are not there.\n  needs: {}\n  get them from: {}",
+                w.display(),
+                self.name,
+                self.files.join(", "),
+                self.download
+            );
+            return Ok(Source::Folder(dir));
+        }
+        if self.embedded().is_some() {
+            return Ok(Source::Embedded);
+        }
+        let dirs = self.candidate_dirs();
+        if let Some(dir) = dirs.iter().find(|d| self.has_files(d)) {
+            return Ok(Source::Folder(dir.clone()));
         }
         let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
         bail!(
@@ -283,9 +376,50 @@ impl ModelEntry {
         )
     }
 
+    /// The folder holding this model's files (not for an embedded model; see [`Self::find`]).
+    pub fn locate(&self, weights: Option<&Path>) -> Result<PathBuf> {
+        match self.find(weights)? {
+            Source::Folder(dir) => Ok(dir),
+            Source::Embedded => bail!("model '{}' is embedded in this binary, not in a folder", self.name),
+        }
+    }
+
     /// Whether the weights are present.
     pub fn available(&self, weights: Option<&Path>) -> bool {
-        self.locate(weights).is_ok()
+        self.find(weights).is_ok()
+    }
+
+    /// The model's shipped profile (`profile.json` beside its weights, or embedded) and where
+    /// it came from, if it has one.
+    pub fn shipped_profile(&self, weights: Option<&Path>) -> Result<Option<(crate::profile::Settings, String)>> {
+        match self.find(weights)? {
+            Source::Embedded => {
+                let text = self.embedded().map(|e| e.profile).unwrap_or_default();
+                let s = serde_json::from_str(text).context("the embedded profile.json is not a valid settings file")?;
+                Ok(Some((s, format!("profile.json embedded in this gddcm binary for {}", self.name))))
+            }
+            Source::Folder(dir) => {
+                let path = dir.join("profile.json");
+                if path.is_file() {
+                    Ok(Some((crate::profile::Settings::load(&path)?, path.display().to_string())))
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// What a token file made with this model needs, without loading it (SPEC 5 G3, 1).
+    pub fn description(&self) -> crate::validate::ModelDescription {
+        let (parameterization, schedule) = crate::codec::format_parameterization(self.parameterization);
+        crate::validate::ModelDescription::new(
+            self.name,
+            crate::codec::family_tag(self.family),
+            parameterization,
+            schedule,
+            self.channels as u8,
+            self.size as u32,
+        )
     }
 
     /// The file whose SHA-256 identifies the model (token files name it), in a folder found by
@@ -332,18 +466,39 @@ pub struct LoadedModel {
     pub denoiser: Box<dyn Denoiser>,
     /// SHA-256 of the weights file: token files name it, decoders check it.
     pub weights_sha256: [u8; 32],
+    /// The folder the files came from (empty for an embedded model).
     pub dir: PathBuf,
+    /// Where the weights came from.
+    pub source: Source,
 }
 
 impl LoadedModel {
-    /// The tuned settings shipped with the model (`profile.json` beside its weights, written
-    /// by `gddcm search`), if any.
+    /// The tuned settings shipped with the model (`profile.json` beside its weights or
+    /// embedded with them, written by `gddcm search`), if any.
     pub fn profile(&self) -> Result<Option<crate::profile::Settings>> {
-        let path = self.dir.join("profile.json");
-        if path.is_file() {
-            Ok(Some(crate::profile::Settings::load(&path)?))
-        } else {
-            Ok(None)
+        Ok(self.profile_with_origin()?.map(|(s, _)| s))
+    }
+
+    /// [`Self::profile`] and where it came from.
+    pub fn profile_with_origin(&self) -> Result<Option<(crate::profile::Settings, String)>> {
+        match &self.source {
+            Source::Embedded => self.entry.shipped_profile(None),
+            Source::Folder(dir) => self.entry.shipped_profile(Some(dir)),
+        }
+    }
+
+    /// The weights this model was loaded from, for messages: the file, or "embedded".
+    pub fn weights_origin(&self) -> String {
+        match &self.source {
+            Source::Embedded => format!("the copy of {} embedded in this gddcm binary", self.entry.name),
+            Source::Folder(dir) => {
+                let w = self.entry.files.get(1).or(self.entry.files.first()).map(|f| dir.join(f));
+                match w {
+                    Some(w) if !w.is_file() => alt_bin(&w).unwrap_or(w).display().to_string(),
+                    Some(w) => w.display().to_string(),
+                    None => dir.display().to_string(),
+                }
+            }
         }
     }
 
@@ -365,7 +520,22 @@ pub fn sha256_file(path: &Path) -> Result<[u8; 32]> {
 /// `device`.
 pub fn load(name: &str, weights: Option<&Path>, device: &Device) -> Result<LoadedModel> {
     let entry = entry(name)?;
-    let dir = entry.locate(weights)?;
+    let source = entry.find(weights)?;
+    let dir = match &source {
+        Source::Folder(dir) => dir.clone(),
+        Source::Embedded => {
+            let e = entry.embedded().context("no embedded copy")?;
+            let origin = format!("{} (embedded)", entry.name);
+            let cfg = crate::nn::unet2d::UNet2DConfig::from_json_str(e.config, &origin)?;
+            let tensors = candle_core::safetensors::load_buffer(e.weights, &Device::Cpu)
+                .with_context(|| format!("the embedded weights of {}", entry.name))?;
+            let store = crate::nn::TensorStore::new(origin, tensors)?.on_device(device);
+            let net: Box<dyn Network> = Box::new(UNet2DModel::from_store(&cfg, &store)?);
+            let weights_sha256 = e.weights_sha256();
+            let denoiser = denoiser(&entry, net);
+            return Ok(LoadedModel { entry, denoiser, weights_sha256, dir: PathBuf::new(), source });
+        }
+    };
     let (net, weights_file): (Box<dyn Network>, PathBuf) = match entry.weights {
         WeightsKind::DiffusersUNet2D => {
             let cfg_path = dir.join(entry.files[0]);
@@ -387,13 +557,69 @@ pub fn load(name: &str, weights: Option<&Path>, device: &Device) -> Result<Loade
             (Box::new(SongUNet::load_cm(shipped_config(entry.name)?, &w, device)?), w)
         }
     };
-    let denoiser: Box<dyn Denoiser> = match entry.parameterization {
+    let denoiser = denoiser(&entry, net);
+    let weights_sha256 = sha256_file(&weights_file)?;
+    Ok(LoadedModel { entry, denoiser, weights_sha256, dir, source })
+}
+
+/// The network wrapped by the model's parameterisation.
+fn denoiser(entry: &ModelEntry, net: Box<dyn Network>) -> Box<dyn Denoiser> {
+    match entry.parameterization {
         Parameterization::DdpmEpsilon => Box::new(RegressionDenoiser::ddpm(net, entry.marginal(), true)),
         Parameterization::Preconditioned(precond) => {
             Box::new(PrecondDenoiser { net, precond, marginal: entry.marginal() })
         }
         Parameterization::Velocity => Box::new(RegressionDenoiser::rectified_flow(net)),
-    };
-    let weights_sha256 = sha256_file(&weights_file)?;
-    Ok(LoadedModel { entry, denoiser, weights_sha256, dir })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The candle-free copies in `validate` (used by the fuzz target) agree with the zoo.
+    #[test]
+    fn descriptions_agree_with_validate() {
+        let zoo: Vec<_> = entries().iter().map(ModelEntry::description).collect();
+        assert_eq!(zoo, crate::validate::known_descriptions());
+    }
+
+    /// The validation's evaluation count is the tokenizer's, for each family's defaults.
+    #[test]
+    fn nfe_matches_the_tokenizer() {
+        use crate::profile::Settings;
+        let mut checked = 0;
+        for e in entries().into_iter().take(4) {
+            let marginal = e.marginal();
+            for p in [0.0, 0.5] {
+                for steps in [None, Some(0), Some(1), Some(3)] {
+                    let s = Settings { p, n: 7, sampler_steps: steps, ..Settings::default() };
+                    let Ok(cfg) = s.to_config(e.family, &marginal) else { continue };
+                    let denoiser = crate::family::analytic::exact_denoiser(
+                        e.family,
+                        &crate::family::analytic::Gmm::random(2, 4, 0.5, 0.1, 1),
+                    );
+                    let tok = crate::tokenizer::Tokenizer::new(denoiser.as_ref(), &cfg, (1, 2, 2));
+                    let pr = crate::codec::procedure(&cfg, e.family, e.description().clip_x0, Some(0)).unwrap();
+                    let file = crate::format::TokenFile {
+                        model: crate::format::ModelIdentity {
+                            name: e.name.into(),
+                            weights_sha256: [0; 32],
+                            family: crate::codec::family_tag(e.family),
+                            parameterization: e.description().parameterization,
+                            schedule: e.description().schedule,
+                        },
+                        procedure: pr,
+                        image: crate::format::ImageSpec { channels: 1, height: 28, width: 28, lo: -1.0, hi: 1.0 },
+                        tokens: vec![0; 7],
+                    };
+                    let n = crate::validate::check(&e.description(), &file, None)
+                        .unwrap_or_else(|err| panic!("{} p = {p} steps {steps:?}: {err}", e.name));
+                    assert_eq!(n, tok.nfe() as u64, "{} p = {p} steps {steps:?}", e.name);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 24, "only {checked} settings checked");
+    }
 }

@@ -34,7 +34,13 @@ fn model(family: Family) -> LoadedModel {
         files: &[],
         download: "",
     };
-    LoadedModel { entry, denoiser, weights_sha256: [7; 32], dir: ".".into() }
+    LoadedModel {
+        entry,
+        denoiser,
+        weights_sha256: [7; 32],
+        dir: ".".into(),
+        source: gddcm::zoo::Source::Folder(".".into()),
+    }
 }
 
 fn images() -> Vec<Image> {

@@ -264,11 +264,20 @@ fn old_full_files_still_read() {
 
 // --- The bundled models' shipped operating points (need models/ only, no network run). ---
 
+/// A bundled model as `zoo::load` finds it: the default model's embedded copy (an empty
+/// folder: its registry is embedded too), the others in `models/`.
 fn bundled(name: &str) -> (gddcm::zoo::ModelEntry, std::path::PathBuf, [u8; 32]) {
     let entry = gddcm::zoo::entry(name).unwrap();
-    let dir = entry.locate(None).unwrap();
-    let sha = gddcm::zoo::sha256_file(&entry.weights_file(&dir)).unwrap();
-    (entry, dir, sha)
+    match entry.find(None).unwrap() {
+        gddcm::zoo::Source::Embedded => {
+            let sha = entry.embedded().unwrap().weights_sha256();
+            (entry, std::path::PathBuf::new(), sha)
+        }
+        gddcm::zoo::Source::Folder(dir) => {
+            let sha = gddcm::zoo::sha256_file(&entry.weights_file(&dir)).unwrap();
+            (entry, dir, sha)
+        }
+    }
 }
 
 /// Operating point ids must keep their meaning: this pins the full procedure of every shipped
@@ -289,7 +298,7 @@ fn shipped_operating_points_are_pinned() {
         assert_eq!(p.model.weights_sha256, sha);
         assert_eq!((p.image.height, p.image.width, p.image.channels), (28, 28, 1));
         // Today point 0 is the shipped profile.json.
-        let s = gddcm::profile::Settings::load(&dir.join("profile.json")).unwrap();
+        let (s, _) = entry.shipped_profile(None).unwrap().expect("a shipped profile");
         let cfg = s.to_config(entry.family, &entry.marginal()).unwrap();
         let j0 = matches!(p.procedure.init, InitStrategy::I3 { .. }).then_some(0);
         let pr = gddcm::codec::procedure(&cfg, entry.family, gddcm::codec::clip_of_entry(&entry), j0).unwrap();

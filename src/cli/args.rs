@@ -200,13 +200,13 @@ impl TokenizerArgs {
                 }
                 (s, format!("profile {}", path.display()))
             }
-            None => match model.profile()? {
-                Some(s) if !other_algorithm(&s) => {
-                    let path = model.dir.join("profile.json");
-                    let source = format!("shipped profile of {}, p = {} ({})", model.entry.name, s.p, path.display());
+            None => match model.profile_with_origin()? {
+                Some((s, origin)) if !other_algorithm(&s) => {
+                    let source = format!("shipped profile of {}, p = {} ({origin})", model.entry.name, s.p);
                     (s, source)
                 }
                 shipped => {
+                    let shipped = shipped.map(|(s, _)| s);
                     let p = self.p.unwrap_or_default();
                     let why = match shipped {
                         Some(s) => format!(" (the shipped profile of {} is for p = {})", model.entry.name, s.p),

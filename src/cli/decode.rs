@@ -27,12 +27,16 @@ pub struct DecodeArgs {
     /// Overwrite images that exist already (otherwise the run stops before any work).
     #[arg(long)]
     pub force: bool,
+    /// Refuse files whose procedure takes more network evaluations per image (a bound on the
+    /// work a file may ask for, checked before any model is loaded).
+    #[arg(long, default_value_t = gddcm::validate::DEFAULT_MAX_NFE)]
+    pub max_nfe: u64,
     #[command(flatten)]
     pub run: RunArgs,
 }
 
 pub fn run(args: DecodeArgs) -> Result<()> {
-    let DecodeArgs { files, output, weights, force, run } = args;
+    let DecodeArgs { files, output, weights, force, max_nfe, run } = args;
     // Compact files name a shipped operating point and a weights fingerprint: the resolver
     // expands them from the installed models' operating points.
     let resolver = gddcm::ladder::Resolver::new(weights.as_deref());
@@ -45,6 +49,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     {
         bail!("{} was made with another model than {}; decode them separately", p.display(), files[0].display());
     }
+    codec::check_files(&files, &tfs, max_nfe)?;
     let outs: Vec<PathBuf> = files.iter().map(|p| output.join(format!("{}.png", stem(p)))).collect();
     check_outputs(&outs.iter().cloned().zip(files.iter().map(PathBuf::as_path)).collect::<Vec<_>>(), force)?;
     let dir = OutputDir::prepare(&output)?;

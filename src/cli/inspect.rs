@@ -87,10 +87,10 @@ fn settings_source(tf: &TokenFile) -> String {
     let marginal = entry.marginal();
     let with_file = |s: Settings| Settings { k: pr.k, n: pr.n, seed: pr.seed, ..s };
     let matches = |s: Settings| with_file(s).to_config(family, &marginal).is_ok_and(|c| same(&c));
-    let shipped = entry.locate(None).ok().map(|d| d.join("profile.json")).filter(|p| p.is_file());
-    if let Some(path) = &shipped {
-        if Settings::load(path).is_ok_and(matches) {
-            return format!("shipped profile of {} ({}), at this K, N and seed", entry.name, path.display());
+    let shipped = entry.shipped_profile(None).ok().flatten();
+    if let Some((s, origin)) = &shipped {
+        if matches(s.clone()) {
+            return format!("shipped profile of {} ({origin}), at this K, N and seed", entry.name);
         }
     }
     if matches(Settings { p: pr.p, ..Settings::default() }) {

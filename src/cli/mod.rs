@@ -90,11 +90,7 @@ fn settings_help() -> String {
         v.join(", ")
     };
     let name = gddcm::zoo::default_model();
-    let shipped = gddcm::zoo::entry(name)
-        .ok()
-        .and_then(|e| e.locate(None).ok())
-        .map(|d| d.join("profile.json"))
-        .and_then(|p| Settings::load(&p).ok());
+    let shipped = gddcm::zoo::entry(name).ok().and_then(|e| e.shipped_profile(None).ok().flatten()).map(|(s, _)| s);
     let shipped = match shipped {
         Some(s) => format!("The default model {name} ships a profile: {}.", show(&s)),
         None => format!("The default model {name} has no shipped profile here."),

@@ -13,14 +13,16 @@ pub struct ModelsArgs {
 
 pub fn run(args: ModelsArgs) -> Result<()> {
     let ModelsArgs { json } = args;
-    let rows: Vec<(zoo::ModelEntry, bool)> =
-        zoo::entries().into_iter().map(|e| (e.available(None), e)).map(|(a, e)| (e, a)).collect();
+    let rows: Vec<(zoo::ModelEntry, Option<zoo::Source>)> =
+        zoo::entries().into_iter().map(|e| (e.find(None).ok(), e)).map(|(a, e)| (e, a)).collect();
     if json {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .map(|(e, a)| {
                 let mut v = serde_json::to_value(e).unwrap_or_default();
-                v["available"] = serde_json::Value::Bool(*a);
+                v["available"] = serde_json::Value::Bool(a.is_some());
+                v["found"] = serde_json::to_value(a).unwrap_or_default();
+                v["searched"] = serde_json::to_value(e.candidate_dirs()).unwrap_or_default();
                 v
             })
             .collect();
@@ -33,9 +35,26 @@ pub fn run(args: ModelsArgs) -> Result<()> {
                 "{:<22} {:<6} {:<10} {}{default}",
                 e.name,
                 e.family.to_string(),
-                if *a { "present" } else { "missing" },
+                match a {
+                    Some(zoo::Source::Embedded) => "embedded",
+                    Some(_) => "present",
+                    None => "missing",
+                },
                 e.description
             );
+            match a {
+                Some(zoo::Source::Folder(dir)) => println!("{:<29} found in {}", "", dir.display()),
+                Some(zoo::Source::Embedded) => {}
+                None => {
+                    let dirs: Vec<String> = e.candidate_dirs().iter().map(|d| d.display().to_string()).collect();
+                    println!(
+                        "{:<29} looked in {}",
+                        "",
+                        if dirs.is_empty() { "(nowhere)".into() } else { dirs.join(", ") }
+                    );
+                    println!("{:<29} get it from {}", "", e.download);
+                }
+            }
         }
     }
     Ok(())
