@@ -612,6 +612,7 @@ mod tests {
                         procedure: pr,
                         image: crate::format::ImageSpec { channels: 1, height: 28, width: 28, lo: -1.0, hi: 1.0 },
                         tokens: vec![0; 7],
+                        fit: None,
                     };
                     let n = crate::validate::check(&e.description(), &file, None)
                         .unwrap_or_else(|err| panic!("{} p = {p} steps {steps:?}: {err}", e.name));

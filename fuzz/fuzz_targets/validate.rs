@@ -15,6 +15,8 @@
 #[path = "../../src/atomic.rs"]
 mod atomic;
 #[allow(dead_code)]
+// The compact container's re-exports are not used by this target.
+#[allow(unused_imports)]
 #[path = "../../src/format/mod.rs"]
 mod format;
 #[allow(dead_code)]
