@@ -1,6 +1,9 @@
 //! The `gddcm` command as a user runs it, on the bundled default model and the committed
 //! example images: exit codes, outputs, and clear errors for bad input.
 
+mod cli_common;
+use cli_common::{err, examples, ok};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -10,35 +13,6 @@ fn gddcm(args: &[&str]) -> Output {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run gddcm")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "gddcm failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(out: &Output) -> String {
-    assert!(!out.status.success(), "gddcm should have failed:\n{}", String::from_utf8_lossy(&out.stdout));
-    let e = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!e.contains("panicked"), "a panic instead of an error: {e}");
-    e
-}
-
-fn examples() -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/examples");
-    let mut v: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{} is missing: {e}", dir.display()))
-        .map(|e| e.unwrap().path().display().to_string())
-        .filter(|p| p.ends_with(".png"))
-        .collect();
-    v.sort();
-    assert!(v.len() >= 2, "need committed example images in {}", dir.display());
-    v
 }
 
 #[test]

@@ -2,6 +2,9 @@
 //! outputs checked before any work, clear and safe messages, photos of any size.
 //! Every hostile input is made by the test itself.
 
+mod cli_common;
+use cli_common::{err, ok};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -36,23 +39,6 @@ fn gddcm_within(args: &[&str], limit: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "gddcm failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(out: &Output) -> String {
-    assert!(!out.status.success(), "gddcm should have failed:\n{}", String::from_utf8_lossy(&out.stdout));
-    let e = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!e.contains("panicked"), "a panic instead of an error: {e}");
-    e
 }
 
 fn example() -> String {

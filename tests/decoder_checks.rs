@@ -6,6 +6,9 @@
 //! `GDDCM_TEST_BIN` runs these tests against another `gddcm` binary (e.g. one built before the
 //! fixes).
 
+mod cli_common;
+use cli_common::{err, ok};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -43,23 +46,6 @@ fn gddcm(args: &[&str]) -> Command {
 
 fn run(cmd: Command) -> Output {
     run_for(cmd, Duration::from_secs(600)).expect("gddcm ran for 10 minutes")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "gddcm failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(out: &Output) -> String {
-    assert!(!out.status.success(), "gddcm should have failed:\n{}", String::from_utf8_lossy(&out.stdout));
-    let e = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!e.contains("panicked"), "a panic instead of an error: {e}");
-    e
 }
 
 fn example() -> String {

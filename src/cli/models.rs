@@ -52,9 +52,9 @@ pub fn run(args: ModelsArgs) -> Result<()> {
                         "",
                         if dirs.is_empty() { "(nowhere)".into() } else { dirs.join(", ") }
                     );
-                    println!("{:<29} get it from {}", "", e.download);
                 }
             }
+            println!("{:<29} download: {}", "", e.download);
         }
     }
     Ok(())
