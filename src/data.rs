@@ -319,13 +319,28 @@ pub fn fashion_mnist(dir: &Path, split: Split, limit: usize) -> Result<Dataset> 
 
 /// All PNG/JPEG images of a folder, sorted by name, at most `limit`.
 pub fn image_folder(dir: &Path, channels: usize, limit: usize) -> Result<Dataset> {
+    Ok(image_folder_noting(dir, channels, limit)?.0)
+}
+
+/// [`image_folder`], and which images lost what in the conversion to `channels` (see
+/// [`Image::load_noting`]), so that the caller can say it.
+pub fn image_folder_noting(
+    dir: &Path,
+    channels: usize,
+    limit: usize,
+) -> Result<(Dataset, Vec<(PathBuf, &'static str)>)> {
     let paths = image_paths(dir, limit)?;
-    let images = paths.iter().map(|p| Image::load(p, channels)).collect::<Result<Vec<_>>>()?;
-    Ok(Dataset {
-        labels: vec![None; images.len()],
-        names: paths.iter().map(|p| p.file_stem().unwrap_or_default().to_string_lossy().into_owned()).collect(),
-        images,
-    })
+    let mut images = Vec::with_capacity(paths.len());
+    let mut dropped = Vec::new();
+    for p in &paths {
+        let (image, lost) = Image::load_noting(p, channels)?;
+        if let Some(lost) = lost {
+            dropped.push((p.clone(), lost));
+        }
+        images.push(image);
+    }
+    let names = paths.iter().map(|p| p.file_stem().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    Ok((Dataset { labels: vec![None; images.len()], names, images }, dropped))
 }
 
 /// The paths [`image_folder`] reads: the folder's PNG/JPEG files, sorted by name, at most `limit`.

@@ -247,8 +247,12 @@ fn fit_takes_photos_of_any_size() {
     assert!(e.contains("b.png") && e.contains("--fit"), "{e}");
     let mut args = base.to_vec();
     args.extend(["--fit", "pad"]);
-    let rep = ok(&gddcm(&args));
+    let out = gddcm(&args);
+    let rep = ok(&out);
     assert!(rep.contains("2 images"), "{rep}");
+    let warn = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(warn.matches("warning").count(), 1, "eval says once what it dropped: {warn}");
+    assert!(warn.contains("b.png") && warn.contains("colour and alpha"), "{warn}");
 }
 
 /// Item 10: what a person reads.

@@ -37,11 +37,15 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    pub fn load(&self, channels: usize) -> Result<Dataset> {
+    /// The images for `model`; what the conversion to its channels dropped is said once.
+    pub fn load(&self, model: &str, channels: usize) -> Result<Dataset> {
         if self.data == "fmnist" {
             gddcm::data::fashion_mnist(Path::new(gddcm::data::FASHION_MNIST_DIR), self.split, self.limit)
         } else {
-            gddcm::data::image_folder(Path::new(&self.data), channels, self.limit)
+            let (data, dropped) = gddcm::data::image_folder_noting(Path::new(&self.data), channels, self.limit)?;
+            let dropped: Vec<(String, &str)> = dropped.into_iter().map(|(p, d)| (p.display().to_string(), d)).collect();
+            super::encode::warn_dropped(model, channels, &dropped);
+            Ok(data)
         }
     }
 }

@@ -72,25 +72,31 @@ pub fn load_inputs(model: &LoadedModel, paths: &[PathBuf], fit: Option<FitArg>) 
         }
         inputs.push(fit_input(model, image, fit).with_context(|| p.display().to_string())?);
     }
-    if !dropped.is_empty() {
-        let colour = dropped.iter().any(|d| d.1.contains("colour"));
-        let alpha = dropped.iter().any(|d| d.1.contains("alpha"));
-        let what = match (colour, alpha) {
-            (true, true) => "colour and alpha",
-            (true, false) => "colour",
-            _ => "alpha",
-        };
-        let takes = if model.entry.channels == 1 { "grayscale" } else { "RGB" };
-        let names: Vec<&str> = dropped.iter().map(|d| d.0.as_str()).take(5).collect();
-        let more = if dropped.len() > 5 { format!(" and {} more", dropped.len() - 5) } else { String::new() };
-        eprintln!(
-            "warning: model '{}' takes {takes} images: the {what} of {}{more} {} dropped",
-            model.entry.name,
-            names.join(", "),
-            if dropped.len() == 1 { "was" } else { "were" }
-        );
-    }
+    warn_dropped(model.entry.name, model.entry.channels, &dropped);
     Ok(inputs)
+}
+
+/// Says once, for all the images, what the conversion to the model's channels dropped
+/// (`dropped`: image name, "colour" / "alpha" / "colour and alpha").
+pub fn warn_dropped(model: &str, channels: usize, dropped: &[(String, &str)]) {
+    if dropped.is_empty() {
+        return;
+    }
+    let colour = dropped.iter().any(|d| d.1.contains("colour"));
+    let alpha = dropped.iter().any(|d| d.1.contains("alpha"));
+    let what = match (colour, alpha) {
+        (true, true) => "colour and alpha",
+        (true, false) => "colour",
+        _ => "alpha",
+    };
+    let takes = if channels == 1 { "grayscale" } else { "RGB" };
+    let names: Vec<&str> = dropped.iter().map(|d| d.0.as_str()).take(5).collect();
+    let more = if dropped.len() > 5 { format!(" and {} more", dropped.len() - 5) } else { String::new() };
+    eprintln!(
+        "warning: model '{model}' takes {takes} images: the {what} of {}{more} {} dropped",
+        names.join(", "),
+        if dropped.len() == 1 { "was" } else { "were" }
+    );
 }
 
 /// One image made ready for the model: as it is when the model takes it, else fitted

@@ -48,7 +48,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(dir) = &keep {
         OutputDir::prepare(dir)?.keep();
     }
-    let ds = fit_dataset(&model, data.load(model.entry.channels)?, &data, fit.fit)?;
+    let ds = fit_dataset(&model, data.load(model.entry.name, model.entry.channels)?, &data, fit.fit)?;
     let batches = ds.images.len().div_ceil(tok.run.batch.max(1)) as u64;
     let nfe = 2 * Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape()).nfe() as u64 * batches;
     let pb = progress(&tok.run, nfe, "eval");
@@ -121,7 +121,7 @@ pub fn run_table1(args: Table1Args) -> Result<()> {
     let mut table = format!("{}\n", EvalReport::markdown_header());
     for name in &names {
         let model = zoo::load(name, None, &dev)?;
-        let ds = data.load(model.entry.channels)?;
+        let ds = data.load(model.entry.name, model.entry.channels)?;
         let base = model.profile()?.unwrap_or_default();
         for p in [0.0, 0.5] {
             let row_name = format!("{name}:{p}");

@@ -50,7 +50,7 @@ pub fn run(args: RdArgs) -> Result<()> {
     }
     let model = load_model(&args.model, &args.run)?;
     let dev = device(&args.run.device)?;
-    let ds = args.data.load(model.entry.channels)?;
+    let ds = args.data.load(model.entry.name, model.entry.channels)?;
     let opts = EvalOptions {
         metrics: args.metrics.clone(),
         batch: args.run.batch,
