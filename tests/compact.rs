@@ -3,21 +3,12 @@
 //! read, unknown operating points and fingerprints named in the error, and the shipped
 //! operating points of the bundled models pinned.
 
+mod support;
+use support::tokens;
+
 use gddcm::format::compact::{crc16, CompactFile, Container, OperatingPoint};
 use gddcm::format::*;
 use gddcm::ladder::{self, Resolver};
-
-fn tokens(k: u32, n: u32, salt: u64) -> Vec<u32> {
-    let mut s = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % u64::from(k)) as u32
-        })
-        .collect()
-}
 
 /// An Algorithm-2 EDM file at the bundled models' native 28×28, with init `init`.
 fn file(k: u32, n: u32, init: InitStrategy) -> TokenFile {

@@ -1,21 +1,11 @@
 //! Tests of the `.gddcm` token file (SPEC 5 G3, SPEC 6): round trips, exact payload sizes,
 //! one error variant per kind of bad file, and property tests.
 
+mod support;
+use support::tokens;
+
 use gddcm::format::*;
 use proptest::prelude::*;
-
-/// Deterministic pseudo-random tokens below `k`.
-fn tokens(k: u32, n: u32, salt: u64) -> Vec<u32> {
-    let mut s = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % u64::from(k)) as u32
-        })
-        .collect()
-}
 
 const NAME: &str = "google/ddpm-cifar10-32";
 

@@ -1,4 +1,5 @@
-//! The reference fixtures in `tests/fixtures/` (see its README.md), shared by the fixture tests.
+//! Shared by the tests: the reference fixtures in `tests/fixtures/` (see its README.md), and
+//! deterministic token sequences for the token-file tests.
 //!
 //! Fixtures of large networks do not store their random weights: their JSON holds a
 //! `seeded_weights` recipe, and [`materialise`] regenerates the weights with the project's own
@@ -36,7 +37,7 @@ pub fn json(name: &str) -> serde_json::Value {
 
 /// Element `e` of seeded tensor `t`: a uniform value in (−1, 1) with 24 random bits, exact in
 /// f32 (tools/fixtures/seeded.py states the same rule).
-fn seeded_values(seed: u64, t: u32, n: usize, offset: f64, scale: f64) -> Vec<f32> {
+pub fn seeded_values(seed: u64, t: u32, n: usize, offset: f64, scale: f64) -> Vec<f32> {
     let key = [seed as u32, (seed >> 32) as u32];
     let mut out = Vec::with_capacity(n);
     for q in 0..n.div_ceil(4) {
@@ -97,14 +98,15 @@ pub fn materialise(name: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-#[test]
-fn seeded_values_match_the_python_generator() {
-    // tools/fixtures/seeded.py prints these for uniform(0x0123456789ABCDEF, 3, 4).
-    let got: Vec<f64> = seeded_values(0x0123_4567_89AB_CDEF, 3, 4, 0.0, 1.0).iter().map(|&v| v as f64).collect();
-    let want = [0.6243241429328918, 0.3812503218650818, -0.5499263405799866, -0.4867141842842102];
-    assert_eq!(got, want);
-    // offset + scale·u in f64, rounded once.
-    let shifted = seeded_values(0x0123_4567_89AB_CDEF, 3, 5, 1.0, 0.17);
-    assert_eq!(shifted[0], (1.0 + 0.17 * want[0]) as f32);
-    assert_eq!(shifted.len(), 5);
+/// Deterministic pseudo-random tokens below `k` (xorshift on `salt`), for token-file tests.
+pub fn tokens(k: u32, n: u32, salt: u64) -> Vec<u32> {
+    let mut s = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % u64::from(k)) as u32
+        })
+        .collect()
 }
