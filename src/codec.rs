@@ -132,6 +132,7 @@ pub fn procedure(cfg: &Config, family: Family, clip_x0: bool, j0: Option<u32>) -
         init,
         sampler,
         dtype: fmt::ComputeDtype::F32,
+        atoms: cfg.atoms,
     })
 }
 
@@ -176,7 +177,7 @@ pub fn config_from(pr: &fmt::Procedure, family: Family) -> Result<(Config, Optio
     if pr.dtype != fmt::ComputeDtype::F32 {
         bail!("this file was made with {:?} compute; this decoder runs f32 only", pr.dtype);
     }
-    Ok((Config { k: pr.k, seed: pr.seed, algorithm, mixing, init, sampler }, j0))
+    Ok((Config { k: pr.k, seed: pr.seed, algorithm, mixing, init, sampler, atoms: pr.atoms }, j0))
 }
 
 fn clip_of(model: &LoadedModel) -> bool {
@@ -222,10 +223,19 @@ pub fn check_header(model: &LoadedModel, cfg: &Config, height: usize, width: usi
             lo: -1.0,
             hi: 1.0,
         },
-        tokens: vec![0; n as usize],
+        tokens: (0..n).flat_map(|_| neutral_step(cfg.atoms)).collect(),
         fit: None,
     };
     file.validate().with_context(why)
+}
+
+/// A valid step of `atoms` (the first indices, no signs or the smallest weights), to check a
+/// header's limits before any tokens exist.
+fn neutral_step(atoms: crate::atoms::AtomRule) -> Vec<u32> {
+    let m = atoms.atoms();
+    let mut step: Vec<u32> = (0..m).collect();
+    step.resize(atoms.symbols_per_step(), 0);
+    step
 }
 
 /// The result of encoding a batch: one token file per image, its bytes as stored (compact when
@@ -388,6 +398,7 @@ pub fn generate(
         mixing: Mixing::BigSigma,
         init: Init::Noise,
         sampler,
+        atoms: crate::atoms::AtomRule::Single,
     };
     let (c, s, _) = model.shape();
     let cb = crate::codebook::Codebooks::new(seed, c * s * s);

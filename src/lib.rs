@@ -20,6 +20,7 @@
 //! - [`rd`]: rate–distortion sweeps over K × N and their plots (`gddcm rd`).
 
 pub mod atomic;
+pub mod atoms;
 pub mod codebook;
 pub mod codec;
 pub mod data;

@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::atoms::AtomRule;
 use crate::family::Family;
 use crate::marginal::{Marginal, Mixing};
 use crate::schedule::{continuous_intervals, discrete_intervals};
@@ -64,6 +65,10 @@ pub struct Settings {
     pub mixing: Mixing,
     /// Steps of the final sampler (None: the family's default).
     pub sampler_steps: Option<u32>,
+    /// Atoms per step: `"single"` \[D\], `"topm:M"` or `"pursuit:M:C"` (SPEC 2.4a); left out of
+    /// the JSON when single.
+    #[serde(skip_serializing_if = "AtomRule::is_single")]
+    pub atoms: AtomRule,
 }
 
 impl Default for Settings {
@@ -85,6 +90,7 @@ impl Default for Settings {
             k0: 256,
             mixing: Mixing::BigSigma,
             sampler_steps: None,
+            atoms: AtomRule::Single,
         }
     }
 }
@@ -113,6 +119,9 @@ impl Settings {
     pub fn to_config(&self, family: Family, marginal: &Marginal) -> Result<Config> {
         ensure!(self.k >= 2, "K must be at least 2, found {}", self.k);
         ensure!(self.n >= 1, "N must be at least 1");
+        if let Err(why) = self.atoms.check(self.k) {
+            bail!("atoms {}: {why}", self.atoms);
+        }
         ensure!(self.p != 1.0, "p must be in [0, 1), found 1 (p = 1 is a pure ODE step and carries no information)");
         ensure!((0.0..1.0).contains(&self.p), "p must be in [0, 1), found {}", self.p);
         for (name, v) in [("sigma_max", Some(self.sigma_max)), ("rho", Some(self.rho)), ("grid_rho", self.grid_rho)] {
@@ -190,6 +199,6 @@ impl Settings {
             }
             sampler.steps = steps;
         }
-        Ok(Config { k: self.k, seed: self.seed, algorithm, mixing: self.mixing, init, sampler })
+        Ok(Config { k: self.k, seed: self.seed, algorithm, mixing: self.mixing, init, sampler, atoms: self.atoms })
     }
 }

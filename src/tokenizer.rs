@@ -14,6 +14,7 @@ use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::atoms::AtomRule;
 use crate::codebook::{Codebook, Codebooks, STREAM_CODEBOOK, STREAM_INIT};
 use crate::family::{Denoiser, Family, Prediction};
 use crate::marginal::{Marginal, Mixing, StepCoeffs};
@@ -125,9 +126,14 @@ pub struct Config {
     pub mixing: Mixing,
     pub init: Init,
     pub sampler: Sampler,
+    /// How each step's noise is built from its codebook (one codeword \[D\], or several:
+    /// SPEC 2.4a, [`crate::atoms`]).
+    #[serde(default, skip_serializing_if = "AtomRule::is_single")]
+    pub atoms: AtomRule,
 }
 
-/// The tokens of a batch: per image, its `N` indices and the I3 initial index if any.
+/// The tokens of a batch: per image, its `N` steps' symbols (one index per step, or
+/// [`AtomRule::symbols_per_step`] symbols with several atoms) and the I3 initial index if any.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Tokens {
     pub indices: Vec<Vec<u32>>,
@@ -142,11 +148,12 @@ pub struct Encoded {
     pub reconstruction: Tensor,
 }
 
-/// How the loop obtains the index of each codeword: chosen (encoder) or read (decoder).
+/// How the loop obtains each step's codewords: chosen (encoder) or read (decoder).
 trait Chooser: Send {
-    /// Indices (one per image) into codebook `i` of `stream`, which has `k` entries; `x0h` is
-    /// the current clean-image prediction (or `x_ref` for the initial point).
-    fn choose(&mut self, stream: u32, i: u32, k: u32, x0h: &Tensor) -> Result<Vec<u32>>;
+    /// The symbols of step `i` (one list per image, [`AtomRule::symbols_per_step`] long: the
+    /// index for one atom) into codebook `i` of `stream`, which has `k` entries; `x0h` is the
+    /// current clean-image prediction (or `x_ref` for the initial point).
+    fn choose(&mut self, stream: u32, i: u32, k: u32, atoms: AtomRule, x0h: &Tensor) -> Result<Vec<Vec<u32>>>;
 
     /// Called while the network evaluates the step whose codebook `i` (of `stream`, `k`
     /// entries) `choose` will take next: a chooser may get it ready meanwhile.
@@ -172,20 +179,46 @@ struct Encoder<'a> {
 }
 
 impl Chooser for Encoder<'_> {
-    fn choose(&mut self, stream: u32, i: u32, k: u32, x0h: &Tensor) -> Result<Vec<u32>> {
+    fn choose(&mut self, stream: u32, i: u32, k: u32, atoms: AtomRule, x0h: &Tensor) -> Result<Vec<Vec<u32>>> {
         let x0h = x0h.flatten_from(1)?.to_vec2::<f32>()?;
         let residuals: Vec<Vec<f32>> =
             self.target.iter().zip(&x0h).map(|(t, p)| t.iter().zip(p).map(|(a, b)| a - b).collect()).collect();
         let refs: Vec<&[f32]> = residuals.iter().map(|r| r.as_slice()).collect();
-        let chosen = match self.held(stream, i, k) {
-            Some(cb) => cb.argmax(&refs), // eq. 14
-            None => self.codebooks.argmax(stream, i, k, &refs),
+        let held = self.held(stream, i, k);
+        let chosen: Vec<Vec<u32>> = match atoms {
+            // eq. 14, on the fast running-argmax path.
+            AtomRule::Single => match held {
+                Some(cb) => cb.argmax(&refs),
+                None => self.codebooks.argmax(stream, i, k, &refs),
+            }
+            .into_iter()
+            .map(|j| vec![j])
+            .collect(),
+            // SPEC 2.4a: every entry's score, then the rule's choice (the pursuit rescoring
+            // its own residuals).
+            rule => {
+                let cbs = self.codebooks;
+                let score = |r: &[&[f32]]| match held {
+                    Some(cb) => cb.scores(r),
+                    None => cbs.scores(stream, i, k, r),
+                };
+                let entry = |j: u32| match held {
+                    Some(cb) => cb.entry(j).to_vec(),
+                    None => cbs.entry(stream, i, j),
+                };
+                let scores = score(&refs);
+                residuals
+                    .iter()
+                    .zip(&scores)
+                    .map(|(r, s)| rule.choose(s, r, |x| score(&[x]).swap_remove(0), entry))
+                    .collect()
+            }
         };
-        for (b, &j) in chosen.iter().enumerate() {
+        for (b, sym) in chosen.iter().enumerate() {
             if stream == STREAM_INIT {
-                self.tokens.init_index[b] = Some(j);
+                self.tokens.init_index[b] = Some(sym[0]);
             } else {
-                self.tokens.indices[b].push(j);
+                self.tokens.indices[b].extend_from_slice(sym);
             }
         }
         Ok(chosen)
@@ -207,16 +240,23 @@ struct Decoder<'a> {
 }
 
 impl Chooser for Decoder<'_> {
-    fn choose(&mut self, stream: u32, i: u32, k: u32, _x0h: &Tensor) -> Result<Vec<u32>> {
-        let get = |b: usize| -> Result<u32> {
-            let j = if stream == STREAM_INIT {
-                self.tokens.init_index.get(b).copied().flatten()
+    fn choose(&mut self, stream: u32, i: u32, k: u32, atoms: AtomRule, _x0h: &Tensor) -> Result<Vec<Vec<u32>>> {
+        let per = atoms.symbols_per_step();
+        let get = |b: usize| -> Result<Vec<u32>> {
+            let sym: Option<Vec<u32>> = if stream == STREAM_INIT {
+                self.tokens.init_index.get(b).copied().flatten().map(|j| vec![j])
             } else {
-                self.tokens.indices.get(b).and_then(|t| t.get(i as usize)).copied()
+                let at = i as usize * per;
+                self.tokens.indices.get(b).and_then(|t| t.get(at..at + per)).map(<[u32]>::to_vec)
             };
-            match j {
-                Some(j) if j < k => Ok(j),
-                Some(j) => candle_core::bail!("token {i} of image {b} is {j}, not below K = {k}"),
+            match sym {
+                Some(sym) if sym.len() == 1 && sym[0] >= k => {
+                    candle_core::bail!("token {i} of image {b} is {}, not below K = {k}", sym[0])
+                }
+                Some(sym) => match atoms.check_step(k, &sym) {
+                    Ok(()) => Ok(sym),
+                    Err(why) => candle_core::bail!("token {i} of image {b}: {why}"),
+                },
                 None => candle_core::bail!("image {b} has no token {i} (stream {stream})"),
             }
         };
@@ -328,9 +368,10 @@ impl<'a> Tokenizer<'a> {
 
     /// Rebuilds the images of a batch of token streams.
     pub fn decode(&self, tokens: &Tokens, device: &candle_core::Device) -> Result<Tensor> {
-        let n = self.config.algorithm.tokens() as usize;
+        let n = self.config.algorithm.tokens() as usize * self.config.atoms.symbols_per_step();
         if let Some((b, t)) = tokens.indices.iter().enumerate().find(|(_, t)| t.len() != n) {
-            candle_core::bail!("image {b} has {} tokens, the configuration needs {n}", t.len());
+            let what = if self.config.atoms == AtomRule::Single { "tokens" } else { "token symbols" };
+            candle_core::bail!("image {b} has {} {what}, the configuration needs {n}", t.len());
         }
         self.run(&mut Decoder { tokens }, tokens.indices.len(), device)
     }
@@ -469,12 +510,26 @@ impl<'a> Tokenizer<'a> {
         pred
     }
 
-    /// Chooses (or reads) the indices of token `i` and generates their codewords.
+    /// Chooses (or reads) the symbols of token `i` and builds each image's noise from them:
+    /// its codeword, or with several atoms their weighted sum (SPEC 2.4a).
     fn codewords(&self, ch: &mut dyn Chooser, i: u32, x0h: &Tensor) -> Result<Tensor> {
         self.codebook_work(|| {
-            let k = self.config.k;
-            let idx = ch.choose(STREAM_CODEBOOK, i, k, x0h)?;
-            match ch.held(STREAM_CODEBOOK, i, k) {
+            let (k, atoms) = (self.config.k, self.config.atoms);
+            let symbols = ch.choose(STREAM_CODEBOOK, i, k, atoms, x0h)?;
+            let held = ch.held(STREAM_CODEBOOK, i, k);
+            if atoms != AtomRule::Single {
+                let (cbs, d) = (self.codebooks(), self.dim());
+                let entry = |j: u32| match held {
+                    Some(cb) => cb.entry(j).to_vec(),
+                    None => cbs.entry(STREAM_CODEBOOK, i, j),
+                };
+                let mut data = vec![0.0f32; symbols.len() * d];
+                data.par_chunks_mut(d).zip(&symbols).for_each(|(out, sym)| atoms.noise_into(sym, entry, out));
+                let (c, h, w) = self.shape;
+                return Tensor::from_vec(data, (symbols.len(), c, h, w), x0h.device());
+            }
+            let idx: Vec<u32> = symbols.iter().map(|s| s[0]).collect();
+            match held {
                 // The chosen entries were generated with the whole codebook: copy, not again.
                 Some(cb) => {
                     let data: Vec<f32> = idx.iter().flat_map(|&j| cb.entry(j).iter().copied()).collect();
@@ -530,7 +585,8 @@ impl<'a> Tokenizer<'a> {
             }
             Init::ClosestNoise { reference, candidates } => {
                 let x_ref = x_ref(reference)?;
-                let idx = ch.choose(STREAM_INIT, 0, *candidates, &x_ref)?;
+                let idx: Vec<u32> =
+                    ch.choose(STREAM_INIT, 0, *candidates, AtomRule::Single, &x_ref)?.iter().map(|s| s[0]).collect();
                 let z = self.entries(STREAM_INIT, 0, &idx, dev)?;
                 (x_ref * s)? + (z * sig)?
             }
@@ -582,6 +638,7 @@ impl Config {
             mixing: Mixing::BigSigma,
             init: Init::Noise,
             sampler: Sampler::default_for(Family::Ddpm),
+            atoms: AtomRule::Single,
         }
     }
 }

@@ -43,6 +43,7 @@ fn file(k: u32, n: u32, init: InitStrategy) -> TokenFile {
             init,
             sampler: FinalSampler { kind: SamplerKind::Heun, steps: 18, rho: 7.0 },
             dtype: ComputeDtype::F32,
+            atoms: AtomRule::Single,
         },
         image: ImageSpec { channels: 1, height: 28, width: 28, lo: -1.0, hi: 1.0 },
         tokens: tokens(k, n, u64::from(k) * 7 + u64::from(n)),

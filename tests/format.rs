@@ -39,6 +39,7 @@ fn sample(k: u32, n: u32) -> TokenFile {
             init: InitStrategy::I1,
             sampler: FinalSampler { kind: SamplerKind::Ddim, steps: 50, rho: 1.0 },
             dtype: ComputeDtype::F32,
+            atoms: AtomRule::Single,
         },
         image: ImageSpec { channels: 3, height: 32, width: 32, lo: -1.0, hi: 1.0 },
         tokens: tokens(k, n, u64::from(k) * 31 + u64::from(n)),
@@ -90,6 +91,8 @@ const OFF_HEIGHT: usize = OFF_CHANNELS + 1;
 const OFF_WIDTH: usize = OFF_HEIGHT + 4;
 const OFF_LO: usize = OFF_WIDTH + 4;
 const OFF_PAYLOAD: usize = OFF_LO + 8;
+/// Where a version-3 file's fit flag and extension records start (after the image).
+const OFF_PAYLOAD_V3: usize = OFF_PAYLOAD;
 
 /// Overwrites bytes at `at` and recomputes the trailing CRC-32.
 fn patch(bytes: &[u8], at: usize, new: &[u8]) -> Vec<u8> {
@@ -354,18 +357,18 @@ fn bad_magic() {
 #[test]
 fn unsupported_version() {
     let bytes = sample(16, 4).to_bytes().unwrap();
-    for v in [0u16, 3, 0xFFFF] {
+    for v in [0u16, 4, 0xFFFF] {
         let b = patch(&bytes, 6, &v.to_le_bytes());
         let e = TokenFile::from_bytes(&b).unwrap_err();
         match e {
             FormatError::UnsupportedVersion { found, supported } => {
                 assert_eq!(found, v);
-                assert_eq!(supported, FORMAT_VERSION_FIT);
+                assert_eq!(supported, FORMAT_VERSION_EXT);
             }
             ref other => panic!("{other:?}"),
         }
         let msg = e.to_string();
-        assert!(msg.contains(&v.to_string()) && msg.contains("supports versions 1 to 2"), "{msg}");
+        assert!(msg.contains(&v.to_string()) && msg.contains("supports versions 1 to 3"), "{msg}");
     }
 }
 
@@ -384,6 +387,118 @@ fn fit_block_is_a_versioned_addition() {
     assert_eq!(TokenFile::from_bytes(&v1).unwrap(), plain);
     let bad = TokenFile { fit: Some(Fit { mode: FitMode::Crop, width: 0, height: 477 }), ..plain };
     assert!(bad.to_bytes().unwrap_err().to_string().contains("fit.width"));
+}
+
+/// `f` with several atoms per step (SPEC 2.4a): the tokens of `n` steps drawn from `seed`.
+fn with_atoms(f: TokenFile, atoms: AtomRule, seed: u64) -> TokenFile {
+    let (k, n) = (f.procedure.k, f.procedure.n);
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let m = atoms.atoms() as usize;
+    let mut tokens = Vec::new();
+    for _ in 0..n {
+        let mut set: Vec<u32> = Vec::new();
+        while set.len() < m {
+            let j = (next() % u64::from(k)) as u32;
+            if !set.contains(&j) {
+                set.push(j);
+            }
+        }
+        match atoms {
+            AtomRule::TopM { m } => {
+                set.sort_unstable();
+                tokens.extend(set);
+                tokens.push((next() % (1 << m)) as u32);
+            }
+            AtomRule::Pursuit { bits, .. } => {
+                tokens.extend(set);
+                tokens.extend((1..m).map(|_| (next() % (1 << bits)) as u32));
+            }
+            AtomRule::Single => tokens.extend(set),
+        }
+    }
+    let mut f = f;
+    f.procedure.atoms = atoms;
+    f.tokens = tokens;
+    f
+}
+
+#[test]
+fn several_atoms_are_a_version_3_record_with_exact_bits() {
+    let rules = [AtomRule::TopM { m: 4 }, AtomRule::Pursuit { m: 3, bits: 2 }, AtomRule::TopM { m: 1 }];
+    for (f, rule) in [sample(256, 30), sample_alg2(1000, 12)].into_iter().flat_map(|f| rules.map(|r| (f.clone(), r))) {
+        let k = f.procedure.k;
+        let f = with_atoms(f, rule, u64::from(k));
+        let bytes = round_trip(&f);
+        assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), FORMAT_VERSION_EXT);
+        // The payload is N whole steps of the rule's bits, nothing more.
+        assert_eq!(f.payload_bits(), u64::from(f.procedure.n) * u64::from(rule.step_bits(k)), "{rule}");
+        assert!(f.to_string().contains(&rule.to_string()), "inspect names the rule");
+        // The same file with a fit: the fit flag comes before the records.
+        let fitted = TokenFile { fit: Some(Fit { mode: FitMode::Crop, width: 40, height: 30 }), ..f.clone() };
+        let fb = round_trip(&fitted);
+        assert_eq!(fb.len(), bytes.len() + 9);
+    }
+    // The bit counts of issue 17: ⌈log2 C(256, 4)⌉ + 4 = 32 and 3·8 + 2·2 = 28 bits a step.
+    assert_eq!(with_atoms(sample(256, 30), AtomRule::TopM { m: 4 }, 1).payload_bits(), 30 * 32);
+    assert_eq!(with_atoms(sample(256, 30), AtomRule::Pursuit { m: 3, bits: 2 }, 1).payload_bits(), 30 * 28);
+    // One atom keeps the version-1 bytes of earlier releases.
+    let one = sample(256, 30).to_bytes().unwrap();
+    assert_eq!(u16::from_le_bytes([one[6], one[7]]), FORMAT_VERSION);
+}
+
+#[test]
+fn multi_atom_files_refuse_every_corruption() {
+    for rule in [AtomRule::TopM { m: 3 }, AtomRule::Pursuit { m: 2, bits: 3 }] {
+        let f = with_atoms(sample(1000, 6), rule, 9);
+        let bytes = f.to_bytes().unwrap();
+        for len in 0..bytes.len() {
+            assert!(TokenFile::from_bytes(&bytes[..len]).is_err(), "{rule}: prefix of {len} bytes parsed");
+        }
+        for i in 0..bytes.len() {
+            for mask in [0xFFu8, 0x01, 0x10, 0x80] {
+                let mut b = bytes.clone();
+                b[i] ^= mask;
+                assert!(TokenFile::from_bytes(&b).is_err(), "{rule}: flip {mask:#x} at {i} parsed");
+                // With the checksum fixed, what parses must be canonical.
+                refresh_crc(&mut b);
+                if let Ok(g) = TokenFile::from_bytes(&b) {
+                    assert_eq!(g.to_bytes().unwrap(), b, "{rule}: flip {mask:#x} at {i}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn version_3_records_are_checked() {
+    let f = with_atoms(sample(16, 4), AtomRule::TopM { m: 2 }, 3);
+    let bytes = f.to_bytes().unwrap();
+    // Layout after the image: fit flag, record count, tag, u16 length, body [1, M].
+    let rec = OFF_PAYLOAD_V3;
+    assert_eq!(&bytes[rec..rec + 7], &[0, 1, EXT_ATOMS, 2, 0, 1, 2]);
+    let err = |b: Vec<u8>| TokenFile::from_bytes(&b).unwrap_err().to_string();
+    assert!(err(patch(&bytes, rec, &[2])).contains("fit.present"));
+    assert!(err(patch(&bytes, rec + 2, &[9])).contains("extension.tag"));
+    assert!(err(patch(&bytes, rec + 5, &[3])).contains("atom rule 3"));
+    assert!(err(patch(&bytes, rec + 6, &[17])).contains("extension.atoms"), "M > K");
+    // A rank beyond C(16, 2) = 120 in the 7-bit field.
+    let mut b = bytes.clone();
+    let pay = rec + 7;
+    b[pay] |= 0x7F;
+    refresh_crc(&mut b);
+    assert!(TokenFile::from_bytes(&b).unwrap_err().to_string().contains("not below C(16, 2)"));
+    // Version 3 with no record is not canonical.
+    let mut no_rec = bytes[..rec + 2].to_vec();
+    no_rec[rec + 1] = 0;
+    no_rec.extend_from_slice(&bytes[rec + 7..]);
+    refresh_crc(&mut no_rec);
+    assert!(err(no_rec).contains("extensions.count"));
 }
 
 fn expect_out_of_range(b: &[u8], field: &str) -> String {

@@ -64,6 +64,7 @@ fn points(id: u32, fingerprint: [u8; 4]) -> Vec<OperatingPoint> {
         init,
         sampler: FinalSampler { kind: SamplerKind::Heun, steps: 18, rho: 7.0 },
         dtype: ComputeDtype::F32,
+        atoms: AtomRule::Single,
     };
     let image = ImageSpec { channels: 1, height: 28, width: 28, lo: -1.0, hi: 1.0 };
     let z = XRef::Zeros;

@@ -143,6 +143,11 @@ pub struct TokenizerArgs {
     /// I3 candidates K0.
     #[arg(long)]
     pub k0: Option<u32>,
+    /// Atoms per step: single (one codeword, eq. 14), topm:M (Turbo-DDCM: the M best codewords
+    /// with signs, ⌈log2 C(K,M)⌉ + M bits per step) or pursuit:M:C (matching pursuit, weights of
+    /// C bits, M·⌈log2 K⌉ + (M−1)·C bits per step).
+    #[arg(long)]
+    pub atoms: Option<gddcm::atoms::AtomRule>,
     /// Use σ-mix instead of the paper's Σ-mix (eq. 21).
     #[arg(long)]
     pub sigma_mix: bool,
@@ -150,7 +155,7 @@ pub struct TokenizerArgs {
     /// start. Only -k and --seed may be given with it; no profile applies.
     #[arg(long, conflicts_with_all = [
         "profile", "n", "p", "t_start", "t_end", "intervals", "dt_min", "dt_max", "sigma_max", "rho", "init", "k0",
-        "sigma_mix",
+        "sigma_mix", "atoms",
     ])]
     pub ddcm: bool,
     #[command(flatten)]
@@ -227,7 +232,7 @@ impl TokenizerArgs {
         macro_rules! set_opt {
             ($($f:ident),*) => { $( if self.$f.is_some() { s.$f = self.$f; flags.push(stringify!($f)); } )* };
         }
-        set!(k, n, p, seed, intervals, sigma_max, rho, init, k0);
+        set!(k, n, p, seed, intervals, sigma_max, rho, init, k0, atoms);
         set_opt!(t_start, t_end, dt_min, dt_max);
         if self.sigma_mix {
             s.mixing = Mixing::SmallSigma;

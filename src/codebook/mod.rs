@@ -100,6 +100,13 @@ impl Codebooks {
         blocked_argmax(Entries::Generated { codebooks: self, stream, i }, self.dim, k, residuals)
     }
 
+    /// `<C_i[j], r_b>` for every entry `j < k` and residual `r_b` (`[b][j]`), the same values
+    /// [`Codebooks::argmax`] compares: what the multi-atom rules of [`crate::atoms`] choose
+    /// from.
+    pub fn scores(&self, stream: u32, i: u32, k: u32, residuals: &[&[f32]]) -> Vec<Vec<f32>> {
+        blocked_scores(Entries::Generated { codebooks: self, stream, i }, self.dim, k, residuals)
+    }
+
     /// All `k` entries of codebook `i` on `stream`, generated in parallel and kept, for a
     /// caller that can generate them while it waits for something else (the encoder does so
     /// during the network evaluation of the same step, `tokenizer.rs`). Its
@@ -139,6 +146,11 @@ impl Codebook {
     pub fn argmax(&self, residuals: &[&[f32]]) -> Vec<u32> {
         blocked_argmax(Entries::Held(self), self.dim, self.k, residuals)
     }
+
+    /// As [`Codebooks::scores`], over the held entries.
+    pub fn scores(&self, residuals: &[&[f32]]) -> Vec<Vec<f32>> {
+        blocked_scores(Entries::Held(self), self.dim, self.k, residuals)
+    }
 }
 
 /// Where [`blocked_argmax`] gets entry `j`: generated on the fly, or from memory.
@@ -148,27 +160,75 @@ enum Entries<'a> {
     Held(&'a Codebook),
 }
 
+impl<'a> Entries<'a> {
+    /// A scratch buffer for [`Entries::get`] (empty when the entries are held).
+    fn buffer(&self, dim: usize) -> Vec<f32> {
+        match self {
+            Entries::Generated { .. } => vec![0.0f32; dim],
+            Entries::Held(_) => Vec::new(),
+        }
+    }
+
+    /// Entry `j`, generated into `buf` or borrowed from memory.
+    fn get<'b>(&self, j: u32, buf: &'b mut [f32]) -> &'b [f32]
+    where
+        'a: 'b,
+    {
+        match *self {
+            Entries::Generated { codebooks, stream, i } => {
+                codebooks.entry_into(stream, i, j, buf);
+                buf
+            }
+            Entries::Held(cb) => cb.entry(j),
+        }
+    }
+}
+
+/// Entries per parallel block of the scoring loops.
+const BLOCK: u32 = 32;
+
+/// Every score `<entry j, r_b>` (`[b][j]`), blocks of entries in parallel.
+fn blocked_scores(entries: Entries, dim: usize, k: u32, residuals: &[&[f32]]) -> Vec<Vec<f32>> {
+    assert!(residuals.iter().all(|r| r.len() == dim), "residual length must equal the codebook dimension");
+    let blocks: Vec<Vec<f32>> = (0..k.div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|blk| {
+            let mut buf = entries.buffer(dim);
+            let js = blk * BLOCK..((blk + 1) * BLOCK).min(k);
+            let mut out = vec![0.0f32; residuals.len() * js.len()];
+            for (e, j) in js.clone().enumerate() {
+                let entry = entries.get(j, &mut buf);
+                for (b, r) in residuals.iter().enumerate() {
+                    out[b * js.len() + e] = dot(entry, r);
+                }
+            }
+            out
+        })
+        .collect();
+    (0..residuals.len())
+        .map(|b| {
+            blocks
+                .iter()
+                .flat_map(|blk| {
+                    let per = blk.len() / residuals.len().max(1);
+                    blk[b * per..(b + 1) * per].iter().copied()
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// `argmax_{j<k} <entry j, r_b>` per residual, ties to the smallest `j` (eq. 14), over blocks of
 /// entries in parallel.
 fn blocked_argmax(entries: Entries, dim: usize, k: u32, residuals: &[&[f32]]) -> Vec<u32> {
     assert!(residuals.iter().all(|r| r.len() == dim), "residual length must equal the codebook dimension");
-    const BLOCK: u32 = 32;
     let best = (0..k.div_ceil(BLOCK))
         .into_par_iter()
         .map(|blk| {
-            let mut buf = match entries {
-                Entries::Generated { .. } => vec![0.0f32; dim],
-                Entries::Held(_) => Vec::new(),
-            };
+            let mut buf = entries.buffer(dim);
             let mut best = vec![(f32::NEG_INFINITY, u32::MAX); residuals.len()];
             for j in blk * BLOCK..((blk + 1) * BLOCK).min(k) {
-                let entry = match entries {
-                    Entries::Generated { codebooks, stream, i } => {
-                        codebooks.entry_into(stream, i, j, &mut buf);
-                        &buf[..]
-                    }
-                    Entries::Held(cb) => cb.entry(j),
-                };
+                let entry = entries.get(j, &mut buf);
                 for (b, r) in residuals.iter().enumerate() {
                     let score = dot(entry, r);
                     if score > best[b].0 {
@@ -236,9 +296,13 @@ mod tests {
             let got = cb.argmax(STREAM_CODEBOOK, 4, k, &refs);
             let held = cb.generate(STREAM_CODEBOOK, 4, k);
             assert_eq!(held.argmax(&refs), got, "K {k}: held entries");
+            let scores = cb.scores(STREAM_CODEBOOK, 4, k, &refs);
+            assert_eq!(held.scores(&refs), scores, "K {k}: held scores");
             assert!((0..k).all(|j| held.entry(j) == cb.entry(STREAM_CODEBOOK, 4, j).as_slice()));
             for (b, r) in res.iter().enumerate() {
-                let scores: Vec<f32> = (0..k).map(|j| dot(&cb.entry(STREAM_CODEBOOK, 4, j), r)).collect();
+                let brute: Vec<f32> = (0..k).map(|j| dot(&cb.entry(STREAM_CODEBOOK, 4, j), r)).collect();
+                assert_eq!(scores[b], brute, "K {k} image {b}: scores");
+                let scores = brute;
                 let best = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                 assert_eq!(got[b], scores.iter().position(|&s| s == best).unwrap() as u32, "K {k} image {b}");
             }

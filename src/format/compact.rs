@@ -40,8 +40,7 @@
 use serde::Serialize;
 
 use super::{
-    hex, out_of_range, pack, packed_bits, FormatError, ImageSpec, InitStrategy, ModelIdentity, Procedure, TokenFile,
-    MAX_SIDE,
+    hex, out_of_range, pack, FormatError, ImageSpec, InitStrategy, ModelIdentity, Procedure, TokenFile, MAX_SIDE,
 };
 
 /// High nibble of a compact file's first byte.
@@ -146,7 +145,7 @@ impl CompactFile {
         if let InitStrategy::I3 { j0, .. } = file.procedure.init {
             body.extend_from_slice(&j0.to_le_bytes()[..init_index_bytes(&file.procedure.init)]);
         }
-        body.extend_from_slice(&pack::pack(&file.tokens, file.procedure.k, file.payload_bits()));
+        body.extend_from_slice(&file.procedure.pack(&file.tokens));
         Ok(Some(CompactFile { point: point.id, fingerprint: point.fingerprint(), size, body }))
     }
 
@@ -286,7 +285,7 @@ impl CompactFile {
         }
         let mut procedure = point.procedure.clone();
         let (k, n) = (procedure.k, procedure.n);
-        let bits = packed_bits(k, n);
+        let bits = procedure.payload_bits();
         let index_bytes = init_index_bytes(&procedure.init);
         let expected = index_bytes as u64 + pack::bytes_for_bits(bits);
         if self.body.len() as u64 != expected {
@@ -306,7 +305,7 @@ impl CompactFile {
             let j0 = u32::from_le_bytes(le);
             procedure.init = InitStrategy::I3 { x_ref, k0, j0 };
         }
-        let tokens = pack::unpack(&self.body[index_bytes..], k, n, bits)?;
+        let tokens = procedure.unpack(&self.body[index_bytes..])?;
         let file = TokenFile { model: point.model.clone(), procedure, image, tokens, fit: None };
         file.validate()?;
         Ok(file)

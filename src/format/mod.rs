@@ -50,6 +50,7 @@
 
 #![warn(missing_docs)]
 
+mod atoms;
 pub mod compact;
 mod error;
 mod pack;
@@ -60,6 +61,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::atoms::AtomRule;
 pub use compact::{CompactFile, Container, OperatingPoint};
 pub use error::FormatError;
 pub use pack::packed_bits;
@@ -70,6 +72,11 @@ pub const MAGIC: [u8; 6] = *b"GDDCM\0";
 pub const FORMAT_VERSION: u16 = 1;
 /// The version of a file that records a [`Fit`] (version 1 plus the fit block).
 pub const FORMAT_VERSION_FIT: u16 = 2;
+/// The version of a file with extension records (version 2 with the fit block optional,
+/// then the records): written only when a record is needed.
+pub const FORMAT_VERSION_EXT: u16 = 3;
+/// Extension record 1: the atom rule of several atoms per step (SPEC 2.4a).
+pub const EXT_ATOMS: u8 = 1;
 /// Longest model name, in UTF-8 bytes (SPEC 5 G3, model identity).
 pub const MAX_NAME_LEN: usize = 255;
 /// Smallest codebook size K (one bit per token, SPEC 6).
@@ -309,6 +316,10 @@ pub struct Procedure {
     pub sampler: FinalSampler,
     /// Compute dtype.
     pub dtype: ComputeDtype,
+    /// Atoms per step (SPEC 2.4a); one unless an extension record says otherwise (and then
+    /// left out of JSON, so descriptions of one-atom procedures read as before).
+    #[serde(default, skip_serializing_if = "AtomRule::is_single")]
+    pub atoms: AtomRule,
 }
 
 /// Shape and value range of the image (SPEC 0).
@@ -375,6 +386,7 @@ pub struct Fit {
 ///         init: InitStrategy::I1,
 ///         sampler: FinalSampler { kind: SamplerKind::Ddim, steps: 1, rho: 1.0 },
 ///         dtype: ComputeDtype::F32,
+///         atoms: AtomRule::Single,
 ///     },
 ///     image: ImageSpec { channels: 3, height: 32, width: 32, lo: -1.0, hi: 1.0 },
 ///     tokens: (0..300).map(|i| (i * 7) % 1000).collect(),
@@ -483,6 +495,54 @@ fn check_n(n: u32) -> Result<(), FormatError> {
         Ok(())
     } else {
         Err(out_of_range("procedure.n", format!("1..={MAX_N}"), n))
+    }
+}
+
+/// The atom rule against K (SPEC 2.4a limits), and its payload against the largest one-atom
+/// payload (`2^20` tokens of 24 bits), which bounds every file ([`MAX_FILE_BYTES`]).
+fn check_atoms(rule: AtomRule, k: u32, n: u32) -> Result<(), FormatError> {
+    rule.check(k).map_err(|why| out_of_range("procedure.atoms", "a rule within its limits", why))?;
+    let bits = atoms::payload_bits(rule, k, n);
+    let max = u64::from(MAX_N) * 24;
+    if rule != AtomRule::Single && bits > max {
+        return Err(out_of_range(
+            "procedure.n",
+            format!("a payload of at most {max} bits"),
+            format!("N = {n} steps of {rule} ({bits} bits)"),
+        ));
+    }
+    Ok(())
+}
+
+impl Procedure {
+    /// Bits of the token payload: `⌈N·log2 K⌉` with one atom per step (SPEC 6), `N` whole
+    /// steps of [`AtomRule::step_bits`] with several (SPEC 2.4a).
+    pub fn payload_bits(&self) -> u64 {
+        match self.atoms {
+            AtomRule::Single => packed_bits(self.k, self.n),
+            rule => atoms::payload_bits(rule, self.k, self.n),
+        }
+    }
+
+    /// The payload of validated `tokens`.
+    fn pack(&self, tokens: &[u32]) -> Vec<u8> {
+        match self.atoms {
+            AtomRule::Single => pack::pack(tokens, self.k, self.payload_bits()),
+            rule => atoms::pack(rule, self.k, tokens),
+        }
+    }
+
+    /// The tokens of a payload of exactly [`pack::bytes_for_bits`] of [`Procedure::payload_bits`]
+    /// bytes, checked as [`TokenFile::validate`] checks them.
+    fn unpack(&self, payload: &[u8]) -> Result<Vec<u32>, FormatError> {
+        let bits = self.payload_bits();
+        match self.atoms {
+            AtomRule::Single => pack::unpack(payload, self.k, self.n, bits),
+            rule => {
+                pack::check_padding(payload, bits)?;
+                atoms::unpack(rule, self.k, self.n, payload)
+            }
+        }
     }
 }
 
@@ -627,6 +687,7 @@ impl TokenFile {
         let pr = &self.procedure;
         check_k(pr.k)?;
         check_n(pr.n)?;
+        check_atoms(pr.atoms, pr.k, pr.n)?;
         check_payload_size(pr.k, pr.n)?;
         check_p(pr.p)?;
         match &pr.algorithm {
@@ -647,22 +708,50 @@ impl TokenFile {
             check_side("fit.width", fit.width)?;
             check_side("fit.height", fit.height)?;
         }
-        if self.tokens.len() != pr.n as usize {
+        let per = pr.atoms.symbols_per_step();
+        if self.tokens.len() != pr.n as usize * per {
+            let each = if per > 1 { format!(" of {per} symbols ({})", pr.atoms) } else { String::new() };
             return Err(FormatError::Inconsistent {
                 field: "tokens",
-                reason: format!("N = {} but {} tokens are given", pr.n, self.tokens.len()),
+                reason: format!("N = {} steps{each} but {} symbols are given", pr.n, self.tokens.len()),
             });
         }
-        if let Some((index, &t)) = self.tokens.iter().enumerate().find(|(_, &t)| t >= pr.k) {
-            return Err(FormatError::TokenOutOfRange { index, value: u64::from(t), k: pr.k });
+        if pr.atoms == AtomRule::Single {
+            if let Some((index, &t)) = self.tokens.iter().enumerate().find(|(_, &t)| t >= pr.k) {
+                return Err(FormatError::TokenOutOfRange { index, value: u64::from(t), k: pr.k });
+            }
+        } else {
+            for (step, sym) in self.tokens.chunks_exact(per).enumerate() {
+                pr.atoms.check_step(pr.k, sym).map_err(|why| FormatError::Inconsistent {
+                    field: "tokens",
+                    reason: format!("step {step}: {why}"),
+                })?;
+            }
         }
         Ok(())
+    }
+
+    /// The version this file is written as: 3 when it needs an extension record, else 2 with
+    /// a fit, else 1 (so files without either are the bytes earlier releases wrote).
+    pub fn version(&self) -> u16 {
+        if !self.extensions().is_empty() {
+            FORMAT_VERSION_EXT
+        } else if self.fit.is_some() {
+            FORMAT_VERSION_FIT
+        } else {
+            FORMAT_VERSION
+        }
+    }
+
+    /// The extension records of a version-3 header, in increasing tag order.
+    fn extensions(&self) -> Vec<(u8, Vec<u8>)> {
+        atoms::record(self.procedure.atoms).map(|body| (EXT_ATOMS, body)).into_iter().collect()
     }
 
     /// Bits of the token payload: `⌈N·log2 K⌉` (SPEC 6), not counting header, padding to a
     /// whole byte, or the `log2 K0` of an I3 init index.
     pub fn payload_bits(&self) -> u64 {
-        packed_bits(self.procedure.k, self.procedure.n)
+        self.procedure.payload_bits()
     }
 
     /// Bits of the I3 init index `j0`, `⌈log2 K0⌉` (SPEC 6, SPEC 7), or 0 for I1/I2. It is
@@ -727,7 +816,7 @@ impl TokenFile {
     fn write_header(&self, w: &mut Vec<u8>) {
         let m = &self.model;
         w.extend_from_slice(&MAGIC);
-        let version = if self.fit.is_some() { FORMAT_VERSION_FIT } else { FORMAT_VERSION };
+        let version = self.version();
         w.extend_from_slice(&version.to_le_bytes());
         let name = m.name.as_bytes();
         w.push(name.len().min(MAX_NAME_LEN) as u8);
@@ -820,6 +909,9 @@ impl TokenFile {
         w.extend_from_slice(&img.width.to_le_bytes());
         w.extend_from_slice(&img.lo.to_le_bytes());
         w.extend_from_slice(&img.hi.to_le_bytes());
+        if version == FORMAT_VERSION_EXT {
+            w.push(u8::from(self.fit.is_some()));
+        }
         if let Some(fit) = &self.fit {
             w.push(match fit.mode {
                 FitMode::Crop => 0,
@@ -828,6 +920,15 @@ impl TokenFile {
             });
             w.extend_from_slice(&fit.width.to_le_bytes());
             w.extend_from_slice(&fit.height.to_le_bytes());
+        }
+        if version == FORMAT_VERSION_EXT {
+            let records = self.extensions();
+            w.push(records.len() as u8);
+            for (tag, body) in records {
+                w.push(tag);
+                w.extend_from_slice(&(body.len() as u16).to_le_bytes());
+                w.extend_from_slice(&body);
+            }
         }
     }
 
@@ -838,7 +939,7 @@ impl TokenFile {
         let bits = self.payload_bits();
         let mut w = Vec::with_capacity(160 + self.model.name.len() + bits.div_ceil(8) as usize);
         self.write_header(&mut w);
-        w.extend_from_slice(&pack::pack(&self.tokens, self.procedure.k, bits));
+        w.extend_from_slice(&self.procedure.pack(&self.tokens));
         let crc = crc32fast::hash(&w);
         w.extend_from_slice(&crc.to_le_bytes());
         Ok(w)
@@ -863,8 +964,8 @@ impl TokenFile {
             return Err(FormatError::BadMagic { found: magic, expected: MAGIC });
         }
         let version = r.u16("version")?;
-        if version != FORMAT_VERSION && version != FORMAT_VERSION_FIT {
-            return Err(FormatError::UnsupportedVersion { found: version, supported: FORMAT_VERSION_FIT });
+        if !(FORMAT_VERSION..=FORMAT_VERSION_EXT).contains(&version) {
+            return Err(FormatError::UnsupportedVersion { found: version, supported: FORMAT_VERSION_EXT });
         }
 
         // Model identity.
@@ -921,7 +1022,7 @@ impl TokenFile {
         check_k(k)?;
         let n = r.u32("procedure.n")?;
         check_n(n)?;
-        let bits = check_payload_size(k, n)?;
+        check_payload_size(k, n)?;
         let p = r.f64("procedure.p")?;
         check_p(p)?;
         let mixing = match r.u8("procedure.mixing")? {
@@ -1002,8 +1103,20 @@ impl TokenFile {
             2 => ComputeDtype::BF16,
             tag => return Err(invalid_tag("procedure.dtype", tag, "0 (f32), 1 (f16), 2 (bf16)")),
         };
-        let procedure =
-            Procedure { codebook_generator, seed, k, n, p, mixing, clip_x0, algorithm, init, sampler, dtype };
+        let mut procedure = Procedure {
+            codebook_generator,
+            seed,
+            k,
+            n,
+            p,
+            mixing,
+            clip_x0,
+            algorithm,
+            init,
+            sampler,
+            dtype,
+            atoms: AtomRule::Single,
+        };
 
         // Image.
         let image = ImageSpec {
@@ -1014,7 +1127,15 @@ impl TokenFile {
             hi: r.f32("image.hi")?,
         };
         check_image(&image)?;
-        let fit = if version == FORMAT_VERSION_FIT {
+        let has_fit = match version {
+            FORMAT_VERSION_EXT => match r.u8("fit.present")? {
+                0 => false,
+                1 => true,
+                tag => return Err(invalid_tag("fit.present", tag, "0 (no fit) or 1")),
+            },
+            v => v == FORMAT_VERSION_FIT,
+        };
+        let fit = if has_fit {
             let mode = match r.u8("fit.mode")? {
                 0 => FitMode::Crop,
                 1 => FitMode::Pad,
@@ -1029,7 +1150,41 @@ impl TokenFile {
             None
         };
 
+        if version == FORMAT_VERSION_EXT {
+            let count = r.u8("extensions.count")?;
+            let mut last = 0u8;
+            for _ in 0..count {
+                let tag = r.u8("extension.tag")?;
+                let len = r.u16("extension.length")?;
+                let body = r.take(u64::from(len), "extension.body")?;
+                if tag <= last {
+                    return Err(FormatError::Inconsistent {
+                        field: "extension.tag",
+                        reason: format!(
+                            "records must come in increasing tag order, each once; found {tag} after {last}"
+                        ),
+                    });
+                }
+                last = tag;
+                match tag {
+                    EXT_ATOMS => {
+                        procedure.atoms = atoms::parse_record(body, k)?;
+                        check_atoms(procedure.atoms, k, n)?;
+                    }
+                    tag => return Err(invalid_tag("extension.tag", tag, "1 (atom rule)")),
+                }
+            }
+            // Canonical: version 3 only when a record is needed (else version 1 or 2).
+            if count == 0 {
+                return Err(FormatError::Inconsistent {
+                    field: "extensions.count",
+                    reason: "a version-3 file holds at least one extension record (without any it is written as version 1 or 2)".into(),
+                });
+            }
+        }
+
         // Payload, checksum, nothing else.
+        let bits = procedure.payload_bits();
         let payload = r.take(pack::bytes_for_bits(bits), "tokens")?;
         let body_len = r.pos;
         let stored = r.u32("checksum")?;
@@ -1040,7 +1195,7 @@ impl TokenFile {
         if r.pos != bytes.len() {
             return Err(FormatError::TrailingBytes { offset: r.pos, count: bytes.len() - r.pos });
         }
-        let tokens = pack::unpack(payload, k, n, bits)?;
+        let tokens = procedure.unpack(payload)?;
         Ok(TokenFile { model, procedure, image, tokens, fit })
     }
 
@@ -1169,15 +1324,24 @@ impl fmt::Display for TokenFile {
         let m = &self.model;
         let pr = &self.procedure;
         let img = &self.image;
-        let version = if self.fit.is_some() { FORMAT_VERSION_FIT } else { FORMAT_VERSION };
-        writeln!(f, "gddcm token file, format version {version}")?;
+        writeln!(f, "gddcm token file, format version {}", self.version())?;
         writeln!(f, "model:      {} (weights sha256 {})", m.name, hex(&m.weights_sha256))?;
         writeln!(f, "            {} family, {}, {}", m.family, m.parameterization, m.schedule)?;
         let generator = match pr.codebook_generator {
             CodebookGenerator::Philox4x32BoxMuller => "Philox4x32-10 + Box–Muller (id 1)",
         };
         writeln!(f, "codebooks:  {generator}, seed {:#018x}", pr.seed)?;
-        writeln!(f, "tokens:     N = {}, K = {}", pr.n, pr.k)?;
+        match pr.atoms {
+            AtomRule::Single => writeln!(f, "tokens:     N = {}, K = {}", pr.n, pr.k)?,
+            rule => writeln!(
+                f,
+                "tokens:     N = {} steps of {} atoms ({rule}: {} bits each), K = {}",
+                pr.n,
+                rule.atoms(),
+                rule.step_bits(pr.k),
+                pr.k
+            )?,
+        }
         let mixing = match pr.mixing {
             Mixing::SigmaBig => "Σ-mix (eq. 21)",
             Mixing::SigmaSmall => "σ-mix",

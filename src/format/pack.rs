@@ -155,7 +155,7 @@ pub(super) fn pack_mixed_radix(tokens: &[u32], k: u32, nbytes: usize) -> Vec<u8>
 }
 
 /// Checks that the bits after `bits` in the last byte are zero.
-fn check_padding(payload: &[u8], bits: u64) -> Result<(), FormatError> {
+pub(super) fn check_padding(payload: &[u8], bits: u64) -> Result<(), FormatError> {
     let used = (bits % 8) as u32;
     if used != 0 {
         let last = *payload.last().expect("bits > 0 implies a byte");
