@@ -71,6 +71,14 @@ impl AtomRule {
         }
     }
 
+    /// A valid step (the first indices, no signs, the smallest weights), to size a file before
+    /// any tokens exist.
+    pub fn first_step(&self) -> Vec<u32> {
+        let mut step: Vec<u32> = (0..self.atoms()).collect();
+        step.resize(self.symbols_per_step(), 0);
+        step
+    }
+
     /// Checks the rule against a codebook of `k` entries; the error says what is out of range.
     pub fn check(&self, k: u32) -> Result<(), String> {
         match *self {

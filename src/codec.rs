@@ -223,19 +223,10 @@ pub fn check_header(model: &LoadedModel, cfg: &Config, height: usize, width: usi
             lo: -1.0,
             hi: 1.0,
         },
-        tokens: (0..n).flat_map(|_| neutral_step(cfg.atoms)).collect(),
+        tokens: (0..n).flat_map(|_| cfg.atoms.first_step()).collect(),
         fit: None,
     };
     file.validate().with_context(why)
-}
-
-/// A valid step of `atoms` (the first indices, no signs or the smallest weights), to check a
-/// header's limits before any tokens exist.
-fn neutral_step(atoms: crate::atoms::AtomRule) -> Vec<u32> {
-    let m = atoms.atoms();
-    let mut step: Vec<u32> = (0..m).collect();
-    step.resize(atoms.symbols_per_step(), 0);
-    step
 }
 
 /// The result of encoding a batch: one token file per image, its bytes as stored (compact when

@@ -125,6 +125,25 @@ fn weights_sha256(path: &Path) -> Result<[u8; 32]> {
     Ok(h)
 }
 
+/// Where `entry` is installed (its weights looked up as by `zoo::load`, with `weights` first)
+/// and its weights' SHA-256, when it is installed with a registry of operating points. The
+/// folder is empty for the model embedded in the binary.
+pub fn locate(entry: &ModelEntry, weights: Option<&Path>) -> Result<Option<(PathBuf, [u8; 32])>> {
+    let Ok(source) = entry.find(weights) else { return Ok(None) };
+    let dir = match source {
+        zoo::Source::Folder(dir) => dir,
+        zoo::Source::Embedded => PathBuf::new(),
+    };
+    if registry(entry, &dir)?.is_none() {
+        return Ok(None);
+    }
+    let sha256 = match entry.embedded() {
+        Some(e) if dir.as_os_str().is_empty() => e.weights_sha256(),
+        _ => weights_sha256(&entry.weights_file(&dir))?,
+    };
+    Ok(Some((dir, sha256)))
+}
+
 /// An installed model that ships operating points.
 struct Installed {
     entry: ModelEntry,
@@ -189,19 +208,9 @@ impl Resolver {
         }
         let mut found = Vec::new();
         for entry in zoo::entries() {
-            let Ok(source) = entry.find(self.weights.as_deref()) else { continue };
-            let dir = match source {
-                zoo::Source::Folder(dir) => dir,
-                zoo::Source::Embedded => PathBuf::new(),
-            };
-            if registry(&entry, &dir)?.is_none() {
-                continue;
+            if let Some((dir, sha256)) = locate(&entry, self.weights.as_deref())? {
+                found.push(Installed { entry, dir, sha256 });
             }
-            let sha256 = match entry.embedded() {
-                Some(e) if dir.as_os_str().is_empty() => e.weights_sha256(),
-                _ => weights_sha256(&entry.weights_file(&dir))?,
-            };
-            found.push(Installed { entry, dir, sha256 });
         }
         Ok(self.installed.get_or_init(|| found))
     }

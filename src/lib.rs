@@ -32,6 +32,7 @@ pub mod marginal;
 pub mod metrics;
 pub mod nn;
 pub mod profile;
+pub mod rate;
 pub mod rd;
 pub mod runtime;
 pub mod schedule;

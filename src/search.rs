@@ -567,6 +567,9 @@ pub enum ObjectiveMetric {
     ClassifierFd,
     /// Stand-in: 1 − mean SSIM.
     OneMinusSsim,
+    /// Minus the mean PSNR (uint8, capped at 100 dB per image as `eval` reports it): the
+    /// objective of a codec's rate–distortion ladder (issue 16, 17).
+    NegPsnr,
 }
 
 impl ObjectiveMetric {
@@ -591,7 +594,7 @@ impl ObjectiveMetric {
         match self {
             Self::Lpips => Metric::Lpips,
             Self::ClassifierFd => Metric::Classifier,
-            Self::OneMinusSsim => Metric::Pixel,
+            Self::OneMinusSsim | Self::NegPsnr => Metric::Pixel,
         }
     }
 }
@@ -623,6 +626,7 @@ pub fn score_images(
         ObjectiveMetric::Lpips => rep.lpips,
         ObjectiveMetric::ClassifierFd => rep.classifier_fd,
         ObjectiveMetric::OneMinusSsim => rep.ssim.map(|s| 1.0 - s),
+        ObjectiveMetric::NegPsnr => rep.psnr.map(|p| -p),
     };
     v.with_context(|| format!("the objective {metric:?} could not be computed: {}", rep.skipped.join("; ")))
 }

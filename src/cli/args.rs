@@ -151,12 +151,17 @@ pub struct TokenizerArgs {
     /// Use σ-mix instead of the paper's Σ-mix (eq. 21).
     #[arg(long)]
     pub sigma_mix: bool,
+    /// A shipped operating point of the model, by id or name (`gddcm models` lists them); no
+    /// other tokenizer flag may be given with it.
+    #[arg(long, conflicts_with_all = TOKENIZER_FLAGS)]
+    pub point: Option<String>,
+    /// Rate control: the largest shipped operating point whose file fits this many bits per
+    /// pixel (an error names the smallest point when none does).
+    #[arg(long, conflicts_with_all = TOKENIZER_FLAGS, conflicts_with = "point")]
+    pub bpp: Option<f64>,
     /// The DDCM baseline of Ohayon et al., exactly: DDPM, p = 0.5, N = 300, grid 999 → 0, noise
     /// start. Only -k and --seed may be given with it; no profile applies.
-    #[arg(long, conflicts_with_all = [
-        "profile", "n", "p", "t_start", "t_end", "intervals", "dt_min", "dt_max", "sigma_max", "rho", "init", "k0",
-        "sigma_mix", "atoms",
-    ])]
+    #[arg(long, conflicts_with_all = TOKENIZER_FLAGS, conflicts_with_all = ["point", "bpp"])]
     pub ddcm: bool,
     #[command(flatten)]
     pub run: RunArgs,
@@ -259,12 +264,55 @@ impl TokenizerArgs {
             ensure!(k >= 2, "K must be at least 2, found {k}");
             return Ok((Config::ddcm(k, self.seed.unwrap_or(d.seed)), DDCM_SOURCE.into()));
         }
+        if let Some(point) = self.point.as_deref().filter(|_| self.k.is_none() && self.seed.is_none()) {
+            let rungs = gddcm::rate::ladder(model)?;
+            let Some(r) = rungs.iter().find(|r| r.point.name == point || r.point.id.to_string() == point) else {
+                let known: Vec<String> = rungs.iter().map(|r| format!("{} '{}'", r.point.id, r.point.name)).collect();
+                bail!(
+                    "model '{}' has no operating point '{point}'; it ships: {}",
+                    model.entry.name,
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                );
+            };
+            let cfg = r.point.settings.to_config(model.entry.family, model.denoiser.marginal())?;
+            return Ok((cfg, format!("shipped operating {} of {}", r.describe(), model.entry.name)));
+        }
+        if let Some(bpp) = self.bpp.filter(|_| self.k.is_none() && self.seed.is_none()) {
+            let rungs = gddcm::rate::ladder(model)?;
+            let r = gddcm::rate::for_bpp(&rungs, bpp, model.entry.name)?;
+            let cfg = r.point.settings.to_config(model.entry.family, model.denoiser.marginal())?;
+            return Ok((cfg, format!("--bpp {bpp}: shipped operating {} of {}", r.describe(), model.entry.name)));
+        }
+        ensure!(
+            self.point.is_none() && self.bpp.is_none(),
+            "--point and --bpp choose a whole shipped operating point: -k and --seed cannot be given with them"
+        );
         let (s, source) = self.settings(model)?;
         Ok((s.to_config(model.entry.family, model.denoiser.marginal())?, source))
     }
 }
 
 pub const DDCM_SOURCE: &str = "DDCM baseline (SPEC 4)";
+
+/// The flags that set a tokenization one by one, which a whole preset (`--ddcm`, `--point`,
+/// `--bpp`, `--psnr`) replaces. (-k and --seed stay allowed with --ddcm; they are listed
+/// separately where they conflict.)
+pub const TOKENIZER_FLAGS: [&str; 14] = [
+    "profile",
+    "n",
+    "p",
+    "t_start",
+    "t_end",
+    "intervals",
+    "dt_min",
+    "dt_max",
+    "sigma_max",
+    "rho",
+    "init",
+    "k0",
+    "sigma_mix",
+    "atoms",
+];
 
 /// How `--fit` makes an image of another size fit the model.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

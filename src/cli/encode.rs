@@ -11,7 +11,7 @@ use gddcm::format::{Fit, TokenFile};
 use gddcm::tokenizer::{Config, Tokenizer};
 use gddcm::zoo::LoadedModel;
 
-use super::args::{FitArg, FitArgs, ModelArgs, RunArgs, TokenizerArgs};
+use super::args::{FitArg, FitArgs, ModelArgs, RunArgs, TokenizerArgs, TOKENIZER_FLAGS};
 use super::common::{batches, check_outputs, device, load_model, progress, stem, OutputDir};
 
 #[derive(Args)]
@@ -26,6 +26,12 @@ pub struct EncodeArgs {
     /// Overwrite token files that exist already (otherwise the run stops before any work).
     #[arg(long)]
     pub force: bool,
+    /// Rate control by quality: per image, the smallest shipped operating point whose
+    /// reconstruction reaches this PSNR (dB); an image no point brings there gets the largest
+    /// point, and the output says so.
+    #[arg(long, allow_negative_numbers = true, conflicts_with_all = TOKENIZER_FLAGS, conflicts_with_all = ["point", "bpp", "ddcm", "k", "seed"])]
+    pub psnr: Option<f64>,
+
     #[command(flatten)]
     pub fit: FitArgs,
     #[command(flatten)]
@@ -35,22 +41,157 @@ pub struct EncodeArgs {
 }
 
 pub fn run(args: EncodeArgs) -> Result<()> {
-    let EncodeArgs { images, output, force, fit, model, tok } = args;
+    let EncodeArgs { images, output, force, psnr, fit, model, tok } = args;
     let model = load_model(&model, &tok.run)?;
-    let (cfg, source) = tok.config(&model)?;
     let inputs = load_inputs(&model, &images, fit.fit)?;
-    check_headers(&model, &cfg, &inputs)?;
+    let plan = Plan::new(&model, &tok, psnr, &inputs)?;
     let outs: Vec<PathBuf> = images.iter().map(|p| output.join(format!("{}.gddcm", stem(p)))).collect();
     check_outputs(&outs.iter().cloned().zip(images.iter().map(PathBuf::as_path)).collect::<Vec<_>>(), force)?;
     let dir = OutputDir::prepare(&output)?;
-    let done = encode_images(&model, &cfg, &inputs, &outs, &tok.run)?;
+    let (done, notes) = plan.encode(&model, &inputs, &outs, &tok.run)?;
     dir.keep();
-    for (path, file, _) in &done {
+    for ((path, file, _), note) in done.iter().zip(&notes) {
         let bytes = std::fs::metadata(path)?.len();
-        println!("{}  {} tokens, {:.4} bpp ({} bytes)", path.display(), file.tokens.len(), file.file_bpp(bytes), bytes);
+        let note = note.as_deref().map(|n| format!("; {n}")).unwrap_or_default();
+        println!(
+            "{}  {} tokens, {:.4} bpp ({} bytes){note}",
+            path.display(),
+            file.procedure.n,
+            file.file_bpp(bytes),
+            bytes
+        );
     }
-    println!("settings: {source}");
+    println!("settings: {}", plan.source);
     Ok(())
+}
+
+/// What an encode run does: one configuration for every image, or (`--psnr`) a shipped
+/// operating point per image chosen by its reconstruction's quality (issue 17 item 4).
+pub struct Plan {
+    target: Option<(f64, Vec<gddcm::rate::Rung>)>,
+    cfg: Option<Config>,
+    /// Where the settings came from, for the run's summary.
+    pub source: String,
+}
+
+impl Plan {
+    /// Checks everything that can be checked before any encode: the flags, the header limits
+    /// of every image size, and that `--psnr` has a ladder to choose from and no `--fit`.
+    pub fn new(model: &LoadedModel, tok: &TokenizerArgs, psnr: Option<f64>, inputs: &[Input]) -> Result<Plan> {
+        let Some(q) = psnr else {
+            let (cfg, source) = tok.config(model)?;
+            check_headers(model, &cfg, inputs)?;
+            return Ok(Plan { target: None, cfg: Some(cfg), source });
+        };
+        tok.check_flags()?;
+        if !q.is_finite() {
+            bail!("--psnr must be a finite number of dB, found {q}");
+        }
+        if inputs.iter().any(|i| i.fit.is_some()) {
+            bail!("--psnr chooses among the model's operating points, whose compact files hold images of the model's own size; encode fitted images (--fit) with explicit settings instead");
+        }
+        let rungs = gddcm::rate::ladder(model)?;
+        if rungs.is_empty() {
+            bail!(
+                "model '{}' ships no operating points (operating_points.json), so --psnr cannot choose one",
+                model.entry.name
+            );
+        }
+        for r in &rungs {
+            let cfg = r.point.settings.to_config(model.entry.family, model.denoiser.marginal())?;
+            check_headers(model, &cfg, inputs)?;
+        }
+        let source = format!(
+            "--psnr {q}: per image the smallest of the {} shipped operating points of {} that reaches it ({} to {})",
+            rungs.len(),
+            model.entry.name,
+            rungs[0].describe(),
+            rungs[rungs.len() - 1].describe()
+        );
+        Ok(Plan { target: Some((q, rungs)), cfg: None, source })
+    }
+
+    /// Encodes `inputs` to `outs`; returns what [`encode_images`] returns and, per image, a
+    /// note on the operating point chosen (with `--psnr`).
+    #[allow(clippy::type_complexity)]
+    pub fn encode(
+        &self,
+        model: &LoadedModel,
+        inputs: &[Input],
+        outs: &[PathBuf],
+        run: &RunArgs,
+    ) -> Result<(Vec<(PathBuf, TokenFile, Image)>, Vec<Option<String>>)> {
+        match (&self.target, &self.cfg) {
+            (Some((q, rungs)), _) => encode_to_psnr(model, rungs, *q, inputs, outs, run),
+            (None, Some(cfg)) => Ok((encode_images(model, cfg, inputs, outs, run)?, vec![None; inputs.len()])),
+            (None, None) => unreachable!("a plan has a target or a configuration"),
+        }
+    }
+}
+
+/// `--psnr`: encodes every image at the rungs [`gddcm::rate::for_psnr`] probes (one batch per
+/// rung and round), keeps the encoding of the rung chosen and writes it.
+#[allow(clippy::type_complexity)]
+fn encode_to_psnr(
+    model: &LoadedModel,
+    rungs: &[gddcm::rate::Rung],
+    target: f64,
+    inputs: &[Input],
+    outs: &[PathBuf],
+    run: &RunArgs,
+) -> Result<(Vec<(PathBuf, TokenFile, Image)>, Vec<Option<String>>)> {
+    use std::collections::HashMap;
+    let dev = device(&run.device)?;
+    let mut kept: HashMap<(usize, usize), (TokenFile, Vec<u8>)> = HashMap::new();
+    let choice = gddcm::rate::for_psnr(rungs.len(), inputs.len(), target, |r, which| {
+        let cfg = rungs[r].point.settings.to_config(model.entry.family, model.denoiser.marginal())?;
+        let mut out = Vec::with_capacity(which.len());
+        // Same-sized images share a batch.
+        let mut order = which.to_vec();
+        order.sort_by_key(|&i| (inputs[i].image.height, inputs[i].image.width, i));
+        let mut by_image = HashMap::new();
+        for group in order.chunk_by(|&a, &b| {
+            (inputs[a].image.height, inputs[a].image.width) == (inputs[b].image.height, inputs[b].image.width)
+        }) {
+            for chunk in group.chunks(run.batch.max(1)) {
+                let batch: Vec<&Image> = chunk.iter().map(|&i| &inputs[i].image).collect();
+                let enc = codec::encode(model, &cfg, &batch, &dev, None)
+                    .with_context(|| format!("encoding {} at {}", outs[chunk[0]].display(), rungs[r].describe()))?;
+                for (((&i, file), bytes), rec) in chunk.iter().zip(enc.files).zip(enc.bytes).zip(&enc.reconstructions) {
+                    let q = gddcm::metrics::ssim::psnr(
+                        &super::common::to_metric(&inputs[i].image)?,
+                        &super::common::to_metric(rec)?,
+                    )?;
+                    by_image.insert(i, q);
+                    kept.insert((r, i), (file, bytes));
+                }
+            }
+        }
+        for &i in which {
+            out.push(by_image[&i]);
+        }
+        Ok(out)
+    })?;
+    let mut done = Vec::with_capacity(inputs.len());
+    let mut notes = Vec::with_capacity(inputs.len());
+    for (i, &(r, reached)) in choice.iter().enumerate() {
+        let (file, bytes) = kept.remove(&(r, i)).context("the chosen point was encoded")?;
+        let path: &Path = &outs[i];
+        gddcm::atomic::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        let rung = &rungs[r];
+        notes.push(Some(if reached {
+            format!("{} reaches {target} dB", rung.describe())
+        } else {
+            eprintln!(
+                "warning: {}: no shipped operating point reaches {target} dB; stored at the largest, {} (best effort)",
+                path.display(),
+                rung.describe()
+            );
+            format!("{} (best effort: below {target} dB)", rung.describe())
+        }));
+        done.push((path.to_path_buf(), file, inputs[i].image.clone()));
+    }
+    Ok((done, notes))
 }
 
 /// An input image as the model takes it, and how it was fitted to the model's size.

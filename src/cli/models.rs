@@ -5,6 +5,19 @@ use clap::Args;
 
 use gddcm::zoo;
 
+/// The model's shipped operating points, smallest files first (none when it is not installed
+/// or ships none; a broken registry is reported, not fatal to the listing).
+fn points(e: &zoo::ModelEntry) -> Vec<gddcm::rate::Rung> {
+    let found = gddcm::ladder::locate(e, None).and_then(|l| match l {
+        Some((dir, sha)) => gddcm::rate::ladder_of(e, &dir, sha),
+        None => Ok(vec![]),
+    });
+    found.unwrap_or_else(|err| {
+        eprintln!("warning: the operating points of {}: {err:#}", e.name);
+        vec![]
+    })
+}
+
 #[derive(Args)]
 pub struct ModelsArgs {
     #[arg(long)]
@@ -23,6 +36,17 @@ pub fn run(args: ModelsArgs) -> Result<()> {
                 v["available"] = serde_json::Value::Bool(a.is_some());
                 v["found"] = serde_json::to_value(a).unwrap_or_default();
                 v["searched"] = serde_json::to_value(e.candidate_dirs()).unwrap_or_default();
+                v["operating_points"] = serde_json::Value::Array(
+                    points(e)
+                        .iter()
+                        .map(|r| {
+                            serde_json::json!({
+                                "id": r.point.id, "name": r.point.name, "file_bytes": r.file_bytes,
+                                "file_bpp": r.bpp(), "settings": r.point.settings,
+                            })
+                        })
+                        .collect(),
+                );
                 v
             })
             .collect();
@@ -53,6 +77,11 @@ pub fn run(args: ModelsArgs) -> Result<()> {
                         if dirs.is_empty() { "(nowhere)".into() } else { dirs.join(", ") }
                     );
                 }
+            }
+            let ladder = points(e);
+            if !ladder.is_empty() {
+                let list: Vec<String> = ladder.iter().map(|r| format!("{} {:.3}", r.point.id, r.bpp())).collect();
+                println!("{:<29} operating points (id bpp): {}", "", list.join(", "));
             }
             println!("{:<29} download: {}", "", e.download);
         }

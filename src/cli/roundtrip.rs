@@ -9,10 +9,10 @@ use gddcm::data::Image;
 use gddcm::format::TokenFile;
 use gddcm::metrics::ssim::{psnr, ssim};
 
-use super::args::{FitArgs, ModelArgs, TokenizerArgs};
+use super::args::{FitArgs, ModelArgs, TokenizerArgs, TOKENIZER_FLAGS};
 use super::common::{check_outputs, escape_untrusted, load_model, stem, to_metric, OutputDir};
 use super::decode::decode_files;
-use super::encode::{check_headers, encode_images, load_inputs};
+use super::encode::{load_inputs, Plan};
 use super::font;
 
 #[derive(Args)]
@@ -28,6 +28,12 @@ pub struct RoundtripArgs {
     /// Overwrite outputs that exist already (otherwise the run stops before any work).
     #[arg(long)]
     pub force: bool,
+    /// Rate control by quality: per image, the smallest shipped operating point whose
+    /// reconstruction reaches this PSNR (dB); an image no point brings there gets the largest
+    /// point, and the output says so.
+    #[arg(long, allow_negative_numbers = true, conflicts_with_all = TOKENIZER_FLAGS, conflicts_with_all = ["point", "bpp", "ddcm", "k", "seed"])]
+    pub psnr: Option<f64>,
+
     #[command(flatten)]
     pub fit: FitArgs,
     #[command(flatten)]
@@ -37,18 +43,17 @@ pub struct RoundtripArgs {
 }
 
 pub fn run(args: RoundtripArgs) -> Result<()> {
-    let RoundtripArgs { images, output, force, fit, model, tok } = args;
+    let RoundtripArgs { images, output, force, psnr: target, fit, model, tok } = args;
     let model = load_model(&model, &tok.run)?;
-    let (cfg, source) = tok.config(&model)?;
     let inputs = load_inputs(&model, &images, fit.fit)?;
-    check_headers(&model, &cfg, &inputs)?;
+    let plan = Plan::new(&model, &tok, target, &inputs)?;
     let outs: Vec<PathBuf> = images.iter().map(|p| output.join(format!("{}.gddcm", stem(p)))).collect();
     let pngs: Vec<PathBuf> = images.iter().map(|p| output.join(format!("{}_roundtrip.png", stem(p)))).collect();
     let planned: Vec<(PathBuf, &Path)> =
         outs.iter().chain(&pngs).cloned().zip(images.iter().chain(&images).map(PathBuf::as_path)).collect();
     check_outputs(&planned, force)?;
     let dir = OutputDir::prepare(&output)?;
-    let done = encode_images(&model, &cfg, &inputs, &outs, &tok.run)?;
+    let (done, _) = plan.encode(&model, &inputs, &outs, &tok.run)?;
     // Decode from the files themselves, not the encoder's trajectory (SPEC 5, G4).
     let resolver = gddcm::ladder::Resolver::for_model(&model);
     let stored: Vec<_> = done.iter().map(|(p, _, _)| resolver.read(p)).collect::<Result<_>>()?;
@@ -56,28 +61,27 @@ pub fn run(args: RoundtripArgs) -> Result<()> {
     let recon = decode_files(&files, None, &tok.run, Some(&model))?;
     let names: Vec<String> = done.iter().map(|(p, _, _)| escape_untrusted(&stem(p))).collect();
     let w = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).max(5);
-    println!("{:<w$} {:>9} {:>8} {:>8} {:>8}", "image", "file bpp", "bpp", "PSNR", "SSIM");
+    println!("{:<w$} {:>9} {:>8} {:>8} {:>8}  {}", "image", "file bpp", "bpp", "PSNR", "SSIM", "point");
     let (mut sp, mut ss, mut sb, mut sf) = (0.0, 0.0, 0.0, 0.0);
     for (((((_, file, orig), rec), name), png), st) in done.iter().zip(&recon).zip(&names).zip(&pngs).zip(&stored) {
         let (p, s) = (psnr(&to_metric(orig)?, &to_metric(rec)?)?, ssim(&to_metric(orig)?, &to_metric(rec)?)?);
         // File bpp counts the stored file (what is worth storing); payload bpp the tokens
         // (SPEC 6, as the paper).
         let (bpp, fbpp) = (file.rate_bpp(), st.file_bpp());
-        println!("{name:<w$} {fbpp:>9.4} {bpp:>8.4} {p:>8.2} {s:>8.4}");
+        // The shipped operating point a compact file names (none: a full self-describing header).
+        let point = st.compact.as_ref().map(|c| c.point.to_string()).unwrap_or_else(|| "—".into());
+        println!("{name:<w$} {fbpp:>9.4} {bpp:>8.4} {p:>8.2} {s:>8.4}  {point}");
         side_by_side(orig, rec, &[&format!("{fbpp:.3} bpp"), &format!("PSNR {p:.2} dB")]).save_png(png)?;
         (sp, ss, sb, sf) = (sp + p, ss + s, sb + bpp, sf + fbpp);
     }
     let n = done.len() as f64;
     println!("{:<w$} {:>9.4} {:>8.4} {:>8.2} {:>8.4}", "mean", sf / n, sb / n, sp / n, ss / n);
-    println!(
-        "(model {}, K = {}, N = {}, p = {}; files and side-by-side PNGs in {})",
-        model.entry.name,
-        cfg.k,
-        cfg.algorithm.tokens(),
-        cfg.algorithm.p(),
-        output.display()
-    );
-    println!("settings: {source}");
+    let first = &files[0].procedure;
+    let same = files.iter().all(|f| f.procedure.k == first.k && f.procedure.n == first.n && f.procedure.p == first.p);
+    let what =
+        if same { format!("K = {}, N = {}, p = {}", first.k, first.n, first.p) } else { "settings per image".into() };
+    println!("(model {}, {what}; files and side-by-side PNGs in {})", model.entry.name, output.display());
+    println!("settings: {}", plan.source);
     dir.keep();
     Ok(())
 }

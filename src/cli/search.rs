@@ -34,6 +34,9 @@ pub struct SearchArgs {
     /// Tokens N (fixed during the search).
     #[arg(short = 'n', long, default_value_t = 300)]
     pub n: u32,
+    /// Atoms per step (fixed during the search): single, topm:M or pursuit:M:C.
+    #[arg(long, default_value = "single")]
+    pub atoms: gddcm::atoms::AtomRule,
     /// 0 searches Algorithm 2's space; p > 0 Algorithm 1's, with p among 0.1, 0.25, 0.5, 0.75, 0.9
     /// (starting from this p) unless --fix-p.
     #[arg(short = 'p', long, default_value_t = 0.0)]
@@ -99,7 +102,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
         // The profile is for the other algorithm: its times mean something else.
         (base.t_start, base.t_end, base.grid_rho) = (None, None, None);
     }
-    (base.k, base.n, base.p) = (args.k, args.n, args.p);
+    (base.k, base.n, base.p, base.atoms) = (args.k, args.n, args.p, args.atoms);
     let opts = EvalOptions { batch: args.run.batch, weights_dir: args.metric_weights.clone(), ..Default::default() };
     let sopts = SearchOptions { trials: args.trials, refine_rounds: args.refine, seed: args.search_seed };
     let log_path = args.log.clone().unwrap_or_else(|| args.output.with_extension("trials.json"));
@@ -110,7 +113,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
         "objective": metric,
         "objective_note": note,
         "validation": { "data": args.data, "split": "val (training split)", "images": data.images.len() },
-        "k": args.k, "n": args.n, "p_mode": if args.p > 0.0 { "alg1" } else { "alg2" },
+        "k": args.k, "n": args.n, "atoms": args.atoms, "p_mode": if args.p > 0.0 { "alg1" } else { "alg2" },
         "search_seed": args.search_seed, "random_trials": args.trials, "refine_rounds": args.refine,
     });
     let started = std::time::Instant::now();
