@@ -38,6 +38,13 @@
 //! without a fit is written as version 1, so files of earlier releases and files written now
 //! without `--fit` are the same bytes.
 //!
+//! Version 3 adds extension records: after the image comes `u8` fit present (0/1), the fit
+//! block if present, then `u8` count (≥ 1) of records `u8 tag, u16 length, body`, tags
+//! increasing. Tag 1 ([`EXT_ATOMS`]) is the atom rule of several atoms per step (SPEC 2.4a):
+//! `u8` kind (1 top-M, 2 pursuit), `u8 M`, and for the pursuit `u8 C`; its payload is `N` steps
+//! of whole-bit fields (SPEC 6). Unknown tags are refused. A file that needs no record is
+//! written as version 1 or 2.
+//!
 //! The encoding is canonical: [`TokenFile::from_bytes`] accepts exactly the byte strings that
 //! [`TokenFile::to_bytes`] produces, so re-serialising a parsed file gives the same bytes.
 //!
