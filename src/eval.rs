@@ -64,6 +64,11 @@ pub struct EvalReport {
     pub k: u32,
     pub n: u64,
     pub p: f64,
+    /// Atoms per step (SPEC 2.4a).
+    pub atoms: crate::atoms::AtomRule,
+    /// Network evaluations per image, encoder and decoder alike (the tokens and the final
+    /// sampler's).
+    pub nfe: u64,
     /// Bits per pixel as SPEC 6 counts them: the tokens, plus the I3 index when there is one.
     pub bpp: f64,
     /// Whole-file bits per pixel (header included).
@@ -177,6 +182,8 @@ pub fn evaluate(
         k: cfg.k,
         n: cfg.algorithm.tokens(),
         p: cfg.algorithm.p(),
+        atoms: cfg.atoms,
+        nfe: crate::tokenizer::Tokenizer::new(model.denoiser.as_ref(), cfg, model.shape()).nfe() as u64,
         bpp: mean(&files.iter().map(|(f, _)| f.rate_bpp()).collect::<Vec<_>>()),
         file_bpp: mean(&files.iter().map(|(f, bytes)| f.file_bpp(*bytes)).collect::<Vec<_>>()),
         encode_images_per_s: speed(encode_s),

@@ -176,7 +176,10 @@ fn print_report(r: &EvalReport) {
         f(r.classifier_accuracy, 3),
         f(r.classifier_accuracy_originals, 3)
     );
-    println!("  speed: encode {:.3} images/s, decode {:.3} images/s", r.encode_images_per_s, r.decode_images_per_s);
+    println!(
+        "  speed: encode {:.3} images/s, decode {:.3} images/s ({} network evaluations per image)",
+        r.encode_images_per_s, r.decode_images_per_s, r.nfe
+    );
     for s in &r.skipped {
         println!("  skipped {s}");
     }
