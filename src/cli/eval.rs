@@ -123,14 +123,27 @@ pub fn run_table1(args: Table1Args) -> Result<()> {
         let model = zoo::load(name, None, &dev)?;
         let ds = data.load(model.entry.name, model.entry.channels)?;
         let base = model.profile()?.unwrap_or_default();
+        let rungs = gddcm::rate::ladder(&model)?;
         for p in [0.0, 0.5] {
             let row_name = format!("{name}:{p}");
             if !rows.is_empty() && !rows.contains(&row_name) {
                 continue;
             }
-            // p = 0: the model's profile; p = ½: Algorithm 1 from seeded noise (for
-            // DDPM exactly the DDCM baseline, SPEC 4).
-            let s = gddcm::rd::point_settings(&base, p, k, n);
+            // Each algorithm at its own searched settings when the model ships an operating
+            // point for it at this K and N (issue 16); else p = 0: the model's profile, and
+            // p = ½: Algorithm 1 from seeded noise (for DDPM exactly the DDCM baseline, SPEC 4).
+            let searched = rungs.iter().find(|r| {
+                let s = &r.point.settings;
+                (s.k, s.n, s.p > 0.0, s.atoms) == (k, n, p > 0.0, gddcm::atoms::AtomRule::Single)
+            });
+            let (s, note) = match searched {
+                Some(r) => (r.point.settings.clone(), format!("searched: point {} '{}'", r.point.id, r.point.name)),
+                None if model.entry.family == gddcm::family::Family::Ddpm && p == 0.5 => {
+                    (gddcm::rd::point_settings(&base, p, k, n), "= DDCM baseline".to_string())
+                }
+                None if p > 0.0 => (gddcm::rd::point_settings(&base, p, k, n), "unsearched (T_r = max, I1)".into()),
+                None => (gddcm::rd::point_settings(&base, p, k, n), "profile.json".into()),
+            };
             let cfg = s.to_config(model.entry.family, model.denoiser.marginal())?;
             let batches = ds.images.len().div_ceil(run.batch.max(1)) as u64;
             let nfe = 2 * Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape()).nfe() as u64 * batches;
@@ -141,12 +154,13 @@ pub fn run_table1(args: Table1Args) -> Result<()> {
             if let Some(pb) = pb {
                 pb.finish_and_clear();
             }
-            let ddcm = model.entry.family == gddcm::family::Family::Ddpm && p == 0.5;
-            let row = rep.markdown_row(if ddcm { "= DDCM baseline" } else { "" });
+            let row = rep.markdown_row(&note);
             println!("{row}");
             table.push_str(&row);
             table.push('\n');
-            reports.push(rep);
+            let mut v = serde_json::to_value(&rep)?;
+            v["settings_source"] = serde_json::Value::String(note);
+            reports.push(v);
         }
     }
     println!("\n{table}");
@@ -155,7 +169,7 @@ pub fn run_table1(args: Table1Args) -> Result<()> {
         write_atomic(&path, table.as_bytes())?;
     }
     if let Some(path) = json {
-        write_json(&path, &serde_json::to_value(&reports)?)?;
+        write_json(&path, &serde_json::Value::Array(reports))?;
     }
     Ok(())
 }
