@@ -9,7 +9,7 @@ use clap::Args;
 use gddcm::data::{Dataset, Split};
 use gddcm::eval::{EvalOptions, Metric};
 use gddcm::marginal::Mixing;
-use gddcm::profile::{InitKind, Settings};
+use gddcm::profile::{InitKind, ScoreKind, Settings, XRefKind};
 use gddcm::tokenizer::Config;
 use gddcm::zoo::LoadedModel;
 
@@ -146,11 +146,19 @@ pub struct TokenizerArgs {
     /// Use σ-mix instead of the paper's Σ-mix (eq. 21).
     #[arg(long)]
     pub sigma_mix: bool,
+    /// Reference image of I2/I3 (SPEC 7): zeros, or mean (the model's training-set mean,
+    /// x_ref.safetensors beside its weights; the file names it by its hash).
+    #[arg(long, value_enum)]
+    pub x_ref: Option<XRefKind>,
+    /// Which elements the codeword choice (eq. 14) scores: input (all of the network's input)
+    /// or image (not the background padding around a smaller image; recorded in the file).
+    #[arg(long, value_enum)]
+    pub score_region: Option<ScoreKind>,
     /// The DDCM baseline of Ohayon et al., exactly: DDPM, p = 0.5, N = 300, grid 999 → 0, noise
     /// start. Only -k and --seed may be given with it; no profile applies.
     #[arg(long, conflicts_with_all = [
         "profile", "n", "p", "t_start", "t_end", "intervals", "dt_min", "dt_max", "sigma_max", "rho", "init", "k0",
-        "sigma_mix",
+        "sigma_mix", "x_ref", "score_region",
     ])]
     pub ddcm: bool,
     #[command(flatten)]
@@ -227,7 +235,7 @@ impl TokenizerArgs {
         macro_rules! set_opt {
             ($($f:ident),*) => { $( if self.$f.is_some() { s.$f = self.$f; flags.push(stringify!($f)); } )* };
         }
-        set!(k, n, p, seed, intervals, sigma_max, rho, init, k0);
+        set!(k, n, p, seed, intervals, sigma_max, rho, init, k0, x_ref, score_region);
         set_opt!(t_start, t_end, dt_min, dt_max);
         if self.sigma_mix {
             s.mixing = Mixing::SmallSigma;
@@ -255,7 +263,7 @@ impl TokenizerArgs {
             return Ok((Config::ddcm(k, self.seed.unwrap_or(d.seed)), DDCM_SOURCE.into()));
         }
         let (s, source) = self.settings(model)?;
-        Ok((s.to_config(model.entry.family, model.denoiser.marginal())?, source))
+        Ok((model.config(&s)?, source))
     }
 }
 

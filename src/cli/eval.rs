@@ -131,7 +131,7 @@ pub fn run_table1(args: Table1Args) -> Result<()> {
             // p = 0: the model's profile; p = ½: Algorithm 1 from seeded noise (for
             // DDPM exactly the DDCM baseline, SPEC 4).
             let s = gddcm::rd::point_settings(&base, p, k, n);
-            let cfg = s.to_config(model.entry.family, model.denoiser.marginal())?;
+            let cfg = model.config(&s)?;
             let batches = ds.images.len().div_ceil(run.batch.max(1)) as u64;
             let nfe = 2 * Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape()).nfe() as u64 * batches;
             let pb = progress(&run, nfe, &format!("{name} p={p}"));

@@ -92,6 +92,12 @@ fn settings_help() -> String {
             v.push(format!("σ_max = {:.3}, ρ = {:.3}", s.sigma_max, s.rho));
         }
         v.push(format!("init {:?}", s.init));
+        if s.x_ref != gddcm::profile::XRefKind::Zeros {
+            v.push(format!("x_ref {:?}", s.x_ref));
+        }
+        if s.score_region != gddcm::profile::ScoreKind::Input {
+            v.push(format!("eq. 14 scored on the {:?} region", s.score_region));
+        }
         v.join(", ")
     };
     let name = gddcm::zoo::default_model();

@@ -25,11 +25,14 @@
 //! | mixing | u8: 0 Σ-mix (eq. 21), 1 σ-mix (SPEC 2.2) |
 //! | clip_x0 | u8: 0 or 1 |
 //! | algorithm | u8: 1 Algorithm 1 (p > 0): f64 T_r, f64 T_t, f64 ρ; 2 Algorithm 2 (p = 0): f64 T_s, u32 count, count × (f64 Δ, u32 repeats) |
-//! | init | u8: 1 I1; 2 I2: u8 x_ref; 3 I3: u8 x_ref, u32 K0, u32 j0 (SPEC 7); x_ref: 0 zeros, 1 dataset mean |
+//! | init | u8: 1 I1; 2 I2: x_ref; 3 I3: x_ref, u32 K0, u32 j0 (SPEC 7) |
+//! | x_ref (inside init) | u8: 0 zeros; 1 "dataset mean" (unnamed, refused by every decoder: it does not say which mean); 2 a reference image named by its values: 32 bytes SHA-256 of its `f32` values, little-endian, in the model's `[C, H, W]` layout ([`crate::reference`]) |
 //! | final sampler | u8: 0 DDIM, 1 Heun, 2 one step, 3 Euler; u32 steps; f64 ρ (SPEC 2.7) |
 //! | compute dtype | u8: 0 f32, 1 f16, 2 bf16 |
 //! | image | u8 channels (1 or 3), u32 height, u32 width, f32 lo, f32 hi |
-//! | fit (version 2 only) | u8 mode: 0 crop, 1 pad, 2 resize; u32 width, u32 height of the original image |
+//! | fit (version 2) | u8 mode: 0 crop, 1 pad, 2 resize; u32 width, u32 height of the original image |
+//! | fit (version 3) | u8 flag: 0 no fit, 1 the version-2 fit block follows |
+//! | extensions (version 3 only) | u8 count (≥ 1), then count records `u8 tag, u16 length, length bytes`, tags strictly increasing |
 //! | tokens | `⌈B/8⌉` bytes, `B = ⌈N·log2 K⌉`: the integer `Σ t_i K^i` little-endian, zero padded ([`packed_bits`]) |
 //! | checksum | u32 CRC-32 (IEEE) of every byte before it |
 //!
@@ -37,6 +40,17 @@
 //! model's size from an original of another size ([`Fit`]), which the decoder restores. A file
 //! without a fit is written as version 1, so files of earlier releases and files written now
 //! without `--fit` are the same bytes.
+//!
+//! Version 3 is version 2 with the fit block behind a flag, followed by extension records: the
+//! way to add a procedure option without another version. A reader refuses a record it does not
+//! know (the procedure would not be fully described otherwise), so a record is only written when
+//! its option differs from the version-1 behaviour, and a file without records is written as
+//! version 1 or 2, byte for byte as before. Records:
+//!
+//! | tag | option | body |
+//! |---|---|---|
+//! | 1 | the atom rule (how a step's noise is built from the codebook scores) | reserved: refused by this reader |
+//! | 2 | eq. 14 scores only the image ([`ScoreRegion::Image`], SPEC 2.4) | u8 mode = 1: the image's `H × W` centred in the model's input; the background margin around a smaller image, `(input side − H)/2` on each side, is not scored |
 //!
 //! The encoding is canonical: [`TokenFile::from_bytes`] accepts exactly the byte strings that
 //! [`TokenFile::to_bytes`] produces, so re-serialising a parsed file gives the same bytes.
@@ -70,6 +84,13 @@ pub const MAGIC: [u8; 6] = *b"GDDCM\0";
 pub const FORMAT_VERSION: u16 = 1;
 /// The version of a file that records a [`Fit`] (version 1 plus the fit block).
 pub const FORMAT_VERSION_FIT: u16 = 2;
+/// The version of a file with extension records (version 2 with an optional fit block, then
+/// the records; see the module docs).
+pub const FORMAT_VERSION_EXT: u16 = 3;
+/// Extension record tag reserved for the atom rule (issue 16); refused until it is defined.
+pub const EXT_ATOM_RULE: u8 = 1;
+/// Extension record tag of the score region ([`ScoreRegion`]).
+pub const EXT_SCORE_REGION: u8 = 2;
 /// Longest model name, in UTF-8 bytes (SPEC 5 G3, model identity).
 pub const MAX_NAME_LEN: usize = 255;
 /// Smallest codebook size K (one bit per token, SPEC 6).
@@ -94,10 +115,11 @@ pub const MAX_DDPM_STEPS: u32 = 1 << 20;
 /// Largest step count of the final sampler (SPEC 2.7).
 pub const MAX_SAMPLER_STEPS: u32 = 1 << 16;
 /// Largest size of a valid token file, in bytes (SPEC 6; used by [`TokenFile::read`]): the
-/// fixed fields (at most 145 bytes), the longest name, the longest Algorithm-2 schedule and the
-/// largest payload (N = 2^20 tokens of 24 bits).
+/// fixed fields (at most 192 bytes: an I3 init with a hashed x_ref, a version-3 fit block and
+/// the score-region record included), the longest name, the longest Algorithm-2 schedule and
+/// the largest payload (N = 2^20 tokens of 24 bits).
 pub const MAX_FILE_BYTES: u64 =
-    160 + MAX_NAME_LEN as u64 + 12 * MAX_SCHEDULE_ENTRIES as u64 + (MAX_N as u64 * 24).div_ceil(8);
+    192 + MAX_NAME_LEN as u64 + 12 * MAX_SCHEDULE_ENTRIES as u64 + (MAX_N as u64 * 24).div_ceil(8);
 
 /// Diffusion model family (SPEC 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,10 +244,38 @@ pub enum Algorithm {
 /// Reference image `x_ref` of the I2/I3 initial points (SPEC 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum XRef {
-    /// All zeros (mid-gray), the default.
+    /// All zeros (mid-gray), the default (tag 0).
     Zeros,
-    /// The training-set mean image.
+    /// "The training-set mean image" without saying which (tag 1): kept so that such files
+    /// parse, but no decoder can run them, since the bits of the mean are not pinned.
     DatasetMean,
+    /// A reference image both sides hold, named by the SHA-256 of its `f32` values (tag 2; the
+    /// bundled models ship their training-set mean, [`crate::reference`]).
+    Image {
+        /// SHA-256 of the values, little-endian, in the model's `[C, H, W]` layout.
+        #[serde(with = "hex32")]
+        sha256: [u8; 32],
+    },
+}
+
+/// Which elements of the residual `x_tgt − x0h` eq. 14 scores (SPEC 2.4). The codewords are the
+/// same either way; only the encoder's choice differs, so a decoder needs the option only to
+/// describe the procedure fully (SPEC 5 G3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ScoreRegion {
+    /// Every element of the model's input, as the paper writes eq. 14 (no extension record).
+    #[default]
+    Input,
+    /// Only the image: its `H × W` centred in the model's input, not the background margin of a
+    /// smaller image (extension record 2, format version 3).
+    Image,
+}
+
+impl ScoreRegion {
+    /// Whether this is the default (for `skip_serializing_if`).
+    pub fn is_input(&self) -> bool {
+        *self == ScoreRegion::Input
+    }
 }
 
 /// Initial point strategy (SPEC 7).
@@ -309,6 +359,10 @@ pub struct Procedure {
     pub sampler: FinalSampler,
     /// Compute dtype.
     pub dtype: ComputeDtype,
+    /// Which elements eq. 14 scores (SPEC 2.4; a version-3 extension record when not the
+    /// default).
+    #[serde(default, skip_serializing_if = "ScoreRegion::is_input")]
+    pub score_region: ScoreRegion,
 }
 
 /// Shape and value range of the image (SPEC 0).
@@ -375,6 +429,7 @@ pub struct Fit {
 ///         init: InitStrategy::I1,
 ///         sampler: FinalSampler { kind: SamplerKind::Ddim, steps: 1, rho: 1.0 },
 ///         dtype: ComputeDtype::F32,
+///         score_region: ScoreRegion::Input,
 ///     },
 ///     image: ImageSpec { channels: 3, height: 32, width: 32, lo: -1.0, hi: 1.0 },
 ///     tokens: (0..300).map(|i| (i * 7) % 1000).collect(),
@@ -724,10 +779,32 @@ impl TokenFile {
         }
     }
 
+    /// The extension records the procedure needs, by increasing tag (format version 3): one
+    /// per option that differs from the version-1 behaviour.
+    fn extensions(&self) -> Vec<(u8, Vec<u8>)> {
+        let mut ext = Vec::new();
+        if self.procedure.score_region == ScoreRegion::Image {
+            ext.push((EXT_SCORE_REGION, vec![1]));
+        }
+        ext
+    }
+
+    /// The format version this file is written in: 3 with extension records, else 2 with a
+    /// fit, else 1 (so files without the newer options keep their earlier bytes).
+    pub fn version(&self) -> u16 {
+        if !self.extensions().is_empty() {
+            FORMAT_VERSION_EXT
+        } else if self.fit.is_some() {
+            FORMAT_VERSION_FIT
+        } else {
+            FORMAT_VERSION
+        }
+    }
+
     fn write_header(&self, w: &mut Vec<u8>) {
         let m = &self.model;
         w.extend_from_slice(&MAGIC);
-        let version = if self.fit.is_some() { FORMAT_VERSION_FIT } else { FORMAT_VERSION };
+        let version = self.version();
         w.extend_from_slice(&version.to_le_bytes());
         let name = m.name.as_bytes();
         w.push(name.len().min(MAX_NAME_LEN) as u8);
@@ -784,19 +861,23 @@ impl TokenFile {
                 }
             }
         }
-        let xref_tag = |x: XRef| match x {
-            XRef::Zeros => 0u8,
-            XRef::DatasetMean => 1,
+        let write_xref = |w: &mut Vec<u8>, x: XRef| match x {
+            XRef::Zeros => w.push(0),
+            XRef::DatasetMean => w.push(1),
+            XRef::Image { sha256 } => {
+                w.push(2);
+                w.extend_from_slice(&sha256);
+            }
         };
         match pr.init {
             InitStrategy::I1 => w.push(1),
             InitStrategy::I2 { x_ref } => {
                 w.push(2);
-                w.push(xref_tag(x_ref));
+                write_xref(w, x_ref);
             }
             InitStrategy::I3 { x_ref, k0, j0 } => {
                 w.push(3);
-                w.push(xref_tag(x_ref));
+                write_xref(w, x_ref);
                 w.extend_from_slice(&k0.to_le_bytes());
                 w.extend_from_slice(&j0.to_le_bytes());
             }
@@ -820,6 +901,9 @@ impl TokenFile {
         w.extend_from_slice(&img.width.to_le_bytes());
         w.extend_from_slice(&img.lo.to_le_bytes());
         w.extend_from_slice(&img.hi.to_le_bytes());
+        if version == FORMAT_VERSION_EXT {
+            w.push(u8::from(self.fit.is_some()));
+        }
         if let Some(fit) = &self.fit {
             w.push(match fit.mode {
                 FitMode::Crop => 0,
@@ -828,6 +912,15 @@ impl TokenFile {
             });
             w.extend_from_slice(&fit.width.to_le_bytes());
             w.extend_from_slice(&fit.height.to_le_bytes());
+        }
+        if version == FORMAT_VERSION_EXT {
+            let ext = self.extensions();
+            w.push(ext.len() as u8);
+            for (tag, body) in ext {
+                w.push(tag);
+                w.extend_from_slice(&(body.len() as u16).to_le_bytes());
+                w.extend_from_slice(&body);
+            }
         }
     }
 
@@ -863,8 +956,8 @@ impl TokenFile {
             return Err(FormatError::BadMagic { found: magic, expected: MAGIC });
         }
         let version = r.u16("version")?;
-        if version != FORMAT_VERSION && version != FORMAT_VERSION_FIT {
-            return Err(FormatError::UnsupportedVersion { found: version, supported: FORMAT_VERSION_FIT });
+        if !(FORMAT_VERSION..=FORMAT_VERSION_EXT).contains(&version) {
+            return Err(FormatError::UnsupportedVersion { found: version, supported: FORMAT_VERSION_EXT });
         }
 
         // Model identity.
@@ -968,7 +1061,12 @@ impl TokenFile {
             match r.u8("procedure.init.x_ref")? {
                 0 => Ok(XRef::Zeros),
                 1 => Ok(XRef::DatasetMean),
-                tag => Err(invalid_tag("procedure.init.x_ref", tag, "0 (zeros), 1 (dataset mean)")),
+                2 => Ok(XRef::Image { sha256: r.array("procedure.init.x_ref.sha256")? }),
+                tag => Err(invalid_tag(
+                    "procedure.init.x_ref",
+                    tag,
+                    "0 (zeros), 1 (dataset mean, unnamed), 2 (reference image named by SHA-256)",
+                )),
             }
         };
         let init = match r.u8("procedure.init")? {
@@ -1002,8 +1100,21 @@ impl TokenFile {
             2 => ComputeDtype::BF16,
             tag => return Err(invalid_tag("procedure.dtype", tag, "0 (f32), 1 (f16), 2 (bf16)")),
         };
-        let procedure =
-            Procedure { codebook_generator, seed, k, n, p, mixing, clip_x0, algorithm, init, sampler, dtype };
+        // The score region comes from an extension record (version 3), read after the image.
+        let mut procedure = Procedure {
+            codebook_generator,
+            seed,
+            k,
+            n,
+            p,
+            mixing,
+            clip_x0,
+            algorithm,
+            init,
+            sampler,
+            dtype,
+            score_region: ScoreRegion::Input,
+        };
 
         // Image.
         let image = ImageSpec {
@@ -1014,7 +1125,16 @@ impl TokenFile {
             hi: r.f32("image.hi")?,
         };
         check_image(&image)?;
-        let fit = if version == FORMAT_VERSION_FIT {
+        let has_fit = match version {
+            FORMAT_VERSION_FIT => true,
+            FORMAT_VERSION_EXT => match r.u8("fit.present")? {
+                0 => false,
+                1 => true,
+                tag => return Err(invalid_tag("fit.present", tag, "0 (no fit block), 1 (a fit block follows)")),
+            },
+            _ => false,
+        };
+        let fit = if has_fit {
             let mode = match r.u8("fit.mode")? {
                 0 => FitMode::Crop,
                 1 => FitMode::Pad,
@@ -1028,6 +1148,9 @@ impl TokenFile {
         } else {
             None
         };
+        if version == FORMAT_VERSION_EXT {
+            read_extensions(&mut r, &mut procedure)?;
+        }
 
         // Payload, checksum, nothing else.
         let payload = r.take(pack::bytes_for_bits(bits), "tokens")?;
@@ -1066,6 +1189,65 @@ impl TokenFile {
         }
         TokenFile::from_bytes(&bytes)
     }
+}
+
+/// Reads the extension records of a version-3 file into `procedure` (module docs). Canonical:
+/// at least one record (a file without is version 1 or 2), tags strictly increasing, each body
+/// exactly as long as its tag defines, and no record that states the default.
+fn read_extensions(r: &mut Reader, procedure: &mut Procedure) -> Result<(), FormatError> {
+    let count = r.u8("extensions.count")?;
+    if count == 0 {
+        return Err(out_of_range(
+            "extensions.count",
+            "at least 1 in a version-3 file (a file without extension records is written as version 1 or 2)",
+            0,
+        ));
+    }
+    let mut last: Option<u8> = None;
+    for _ in 0..count {
+        let tag = r.u8("extensions.tag")?;
+        let len = r.u16("extensions.length")?;
+        let body = r.take(u64::from(len), "extensions.body")?;
+        if let Some(prev) = last.filter(|&p| tag <= p) {
+            return Err(FormatError::Inconsistent {
+                field: "extensions.tag",
+                reason: format!("record {tag} follows record {prev}: records must have strictly increasing tags"),
+            });
+        }
+        last = Some(tag);
+        match tag {
+            EXT_ATOM_RULE => {
+                return Err(FormatError::UnsupportedExtension {
+                    tag,
+                    detail: "record 1 (the atom rule) is reserved and not supported by this reader".into(),
+                })
+            }
+            EXT_SCORE_REGION => {
+                if body.len() != 1 {
+                    return Err(out_of_range("extensions.score_region.length", "1 byte", format!("{len} bytes")));
+                }
+                procedure.score_region = match body[0] {
+                    1 => ScoreRegion::Image,
+                    mode => {
+                        return Err(invalid_tag(
+                            "extensions.score_region.mode",
+                            mode,
+                            "1 (the image only; the whole input is the default and has no record)",
+                        ))
+                    }
+                };
+            }
+            _ => {
+                return Err(FormatError::UnsupportedExtension {
+                    tag,
+                    detail: format!(
+                        "this reader knows records {EXT_ATOM_RULE} (atom rule, reserved) and {EXT_SCORE_REGION}                          (score region); a newer gddcm wrote this file"
+                    ),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 fn invalid_tag(field: &'static str, tag: u8, expected: &'static str) -> FormatError {
@@ -1169,8 +1351,7 @@ impl fmt::Display for TokenFile {
         let m = &self.model;
         let pr = &self.procedure;
         let img = &self.image;
-        let version = if self.fit.is_some() { FORMAT_VERSION_FIT } else { FORMAT_VERSION };
-        writeln!(f, "gddcm token file, format version {version}")?;
+        writeln!(f, "gddcm token file, format version {}", self.version())?;
         writeln!(f, "model:      {} (weights sha256 {})", m.name, hex(&m.weights_sha256))?;
         writeln!(f, "            {} family, {}, {}", m.family, m.parameterization, m.schedule)?;
         let generator = match pr.codebook_generator {
@@ -1203,8 +1384,9 @@ impl fmt::Display for TokenFile {
             }
         }
         let xref = |x: XRef| match x {
-            XRef::Zeros => "zeros",
-            XRef::DatasetMean => "dataset mean",
+            XRef::Zeros => "zeros".to_string(),
+            XRef::DatasetMean => "dataset mean (unnamed: no decoder can run it)".to_string(),
+            XRef::Image { sha256 } => format!("image with values SHA-256 {}", hex(&sha256)),
         };
         match pr.init {
             InitStrategy::I1 => writeln!(f, "init:       I1 (scaled noise)")?,
@@ -1225,6 +1407,12 @@ impl fmt::Display for TokenFile {
             ComputeDtype::BF16 => "bf16",
         };
         writeln!(f, "sampler:    {kind}, {} steps, ρ = {}; compute dtype {dtype}", pr.sampler.steps, pr.sampler.rho)?;
+        if pr.score_region == ScoreRegion::Image {
+            writeln!(
+                f,
+                "scoring:    eq. 14 on the image only, not the margin around it (extension {EXT_SCORE_REGION})"
+            )?;
+        }
         writeln!(
             f,
             "image:      {}×{}×{} (C×H×W), values [{}, {}]",
