@@ -146,7 +146,7 @@ pub struct TokenizerArgs {
     /// Use σ-mix instead of the paper's Σ-mix (eq. 21).
     #[arg(long)]
     pub sigma_mix: bool,
-    /// Reference image of I2/I3 (SPEC 7): zeros, or mean (the model's training-set mean,
+    /// Reference image of the I2/I3 initial points: zeros, or mean (the model's training-set mean,
     /// x_ref.safetensors beside its weights; the file names it by its hash).
     #[arg(long, value_enum)]
     pub x_ref: Option<XRefKind>,

@@ -60,8 +60,8 @@ enum Command {
     /// End-to-end speed: encode and decode images per second for each model at N
     /// tokens and each batch size, with the time split between network, codebook and the rest.
     Bench(bench::BenchArgs),
-    /// Compute a model's training-set mean reference image x_ref (SPEC 7) in its value range
-    /// and layout, as the x_ref.safetensors shipped beside its weights.
+    /// Compute a model's training-set mean reference image x_ref (of the I2/I3 initial points)
+    /// in its value range and layout, as the x_ref.safetensors shipped beside its weights.
     #[command(name = "x-ref")]
     XRef(xref::XRefArgs),
 }

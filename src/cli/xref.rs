@@ -54,7 +54,7 @@ pub fn run(args: XRefArgs) -> Result<()> {
     let values = dataset_mean(&images, entry.size, PAD_VALUE)?;
     let description = format!(
         "training-set mean of {}: mean of u8/127.5 - 1 per pixel (integer sums, rounded once to f32), \
-         centred in {s}x{s} with a margin of {} (gddcm x-ref, SPEC 7)",
+         centred in {s}x{s} with a margin of {} (gddcm x-ref)",
         what,
         PAD_VALUE,
         s = entry.size
