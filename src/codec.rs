@@ -10,7 +10,7 @@ use crate::family::{Family, Precond};
 use crate::format as fmt;
 use crate::marginal::Mixing;
 use crate::schedule::Interval;
-use crate::tokenizer::{Algorithm, Config, Init, Reference, Sampler, SamplerKind, Tokenizer, Tokens};
+use crate::tokenizer::{Algorithm, Config, Init, Reference, Sampler, SamplerKind, ScoreRegion, Tokenizer, Tokens};
 use crate::zoo::{LoadedModel, ModelEntry, Parameterization};
 
 /// Background value used to pad images up to the network's size (−1: black, as trained).
@@ -74,13 +74,20 @@ pub fn format_parameterization(p: Parameterization) -> (fmt::Parameterization, f
 
 /// Checks, before any model is loaded, that the model each token file names can run its
 /// procedure and that it takes at most `max_nfe` network evaluations per image
-/// ([`crate::validate::check`]); `paths` name the files in errors.
-pub fn check_files(paths: &[std::path::PathBuf], files: &[fmt::TokenFile], max_nfe: u64) -> Result<()> {
+/// ([`crate::validate::check`]), including that the model provides the reference image a file
+/// names (looked for where `weights`, or the search path, finds the model); `paths` name the
+/// files in errors.
+pub fn check_files(
+    paths: &[std::path::PathBuf],
+    files: &[fmt::TokenFile],
+    max_nfe: u64,
+    weights: Option<&std::path::Path>,
+) -> Result<()> {
     for (path, file) in paths.iter().zip(files) {
-        let entry =
-            crate::zoo::entry(&file.model.name).with_context(|| format!("{} cannot be decoded", path.display()))?;
-        crate::validate::check(&entry.description(), file, Some(max_nfe))
-            .with_context(|| format!("{} cannot be decoded", path.display()))?;
+        let cannot = || format!("{} cannot be decoded", path.display());
+        let entry = crate::zoo::entry(&file.model.name).with_context(cannot)?;
+        let description = entry.description_with_references(weights).with_context(cannot)?;
+        crate::validate::check(&description, file, Some(max_nfe)).with_context(cannot)?;
     }
     Ok(())
 }
@@ -98,6 +105,7 @@ pub fn procedure(cfg: &Config, family: Family, clip_x0: bool, j0: Option<u32>) -
     };
     let x_ref = |r: &Reference| match r {
         Reference::Zeros => fmt::XRef::Zeros,
+        Reference::Image(img) => fmt::XRef::Image { sha256: img.sha256 },
     };
     let init = match &cfg.init {
         Init::Noise => fmt::InitStrategy::I1,
@@ -133,11 +141,21 @@ pub fn procedure(cfg: &Config, family: Family, clip_x0: bool, j0: Option<u32>) -
         sampler,
         dtype: fmt::ComputeDtype::F32,
         atoms: cfg.atoms,
+        score_region: match cfg.score_region {
+            ScoreRegion::Input => fmt::ScoreRegion::Input,
+            ScoreRegion::Image => fmt::ScoreRegion::Image,
+        },
     })
 }
 
-/// The tokenizer configuration a token file's procedure describes, and its I3 index.
-pub fn config_from(pr: &fmt::Procedure, family: Family) -> Result<(Config, Option<u32>)> {
+/// The tokenizer configuration a token file's procedure describes, and its I3 index. A
+/// reference image named by its hash must be `x_ref` (the model's, [`crate::zoo::RefLookup`]);
+/// the error names the hash and where the model's was looked for.
+pub fn config_from(
+    pr: &fmt::Procedure,
+    family: Family,
+    x_ref: &crate::zoo::RefLookup,
+) -> Result<(Config, Option<u32>)> {
     let algorithm = match &pr.algorithm {
         fmt::Algorithm::Alg1 { t_r, t_t, rho } => {
             Algorithm::Stochastic { p: pr.p, n: pr.n, t_start: *t_r, t_end: *t_t, rho: *rho }
@@ -150,8 +168,24 @@ pub fn config_from(pr: &fmt::Procedure, family: Family) -> Result<(Config, Optio
     let reference = |x: &fmt::XRef| match x {
         fmt::XRef::Zeros => Ok(Reference::Zeros),
         fmt::XRef::DatasetMean => {
-            bail!("this file uses the dataset-mean reference image, which this model does not provide")
+            bail!(
+                "this file starts from an unnamed \"dataset mean\" reference image (x_ref tag 1), which does not say \
+                 which values it means; no decoder can reproduce it"
+            )
         }
+        fmt::XRef::Image { sha256 } => match &x_ref.image {
+            Some(img) if &img.sha256 == sha256 => Ok(Reference::Image(img.clone())),
+            found => bail!(
+                "this file starts from the reference image with values SHA-256 {}, which this model does not \
+                 provide: looked in {}{}",
+                crate::reference::hex(sha256),
+                x_ref.places,
+                match found {
+                    Some(img) => format!(" (found {} there)", img.sha256_hex()),
+                    None => " (no reference image there)".to_string(),
+                }
+            ),
+        },
     };
     let (init, j0) = match &pr.init {
         fmt::InitStrategy::I1 => (Init::Noise, None),
@@ -177,7 +211,11 @@ pub fn config_from(pr: &fmt::Procedure, family: Family) -> Result<(Config, Optio
     if pr.dtype != fmt::ComputeDtype::F32 {
         bail!("this file was made with {:?} compute; this decoder runs f32 only", pr.dtype);
     }
-    Ok((Config { k: pr.k, seed: pr.seed, algorithm, mixing, init, sampler, atoms: pr.atoms }, j0))
+    let score_region = match pr.score_region {
+        fmt::ScoreRegion::Input => ScoreRegion::Input,
+        fmt::ScoreRegion::Image => ScoreRegion::Image,
+    };
+    Ok((Config { k: pr.k, seed: pr.seed, algorithm, mixing, init, sampler, score_region, atoms: pr.atoms }, j0))
 }
 
 fn clip_of(model: &LoadedModel) -> bool {
@@ -251,6 +289,7 @@ pub fn encode(
     let (x, pad) = batch_tensor(model, images, device)?;
     let mut tok = Tokenizer::new(model.denoiser.as_ref(), cfg, model.shape());
     tok.progress = progress;
+    tok.margin = pad;
     let enc = tok.encode(&x)?;
     let (h, w) = (images[0].height, images[0].width);
     let files = enc
@@ -294,7 +333,7 @@ pub fn decode(
 ) -> Result<Vec<Image>> {
     ensure!(!files.is_empty(), "nothing to decode");
     let first = files[0];
-    let description = model.entry.description();
+    let description = model.description();
     for f in files {
         f.check_model(model.entry.name, &model.weights_sha256).map_err(anyhow::Error::new).with_context(|| {
             let expected = match model.entry.find(None) {
@@ -322,14 +361,17 @@ pub fn decode(
         model.entry.channels
     );
     ensure!(first.procedure.clip_x0 == clip_of(model), "the file's x0 clipping setting does not match this model's");
-    let (cfg, _) = config_from(&first.procedure, model.entry.family)?;
-    let init_index: Vec<Option<u32>> =
-        files.iter().map(|f| config_from(&f.procedure, model.entry.family).map(|(_, j0)| j0)).collect::<Result<_>>()?;
+    let (cfg, _) = config_from(&first.procedure, model.entry.family, &model.x_ref)?;
+    let init_index: Vec<Option<u32>> = files
+        .iter()
+        .map(|f| config_from(&f.procedure, model.entry.family, &model.x_ref).map(|(_, j0)| j0))
+        .collect::<Result<_>>()?;
     let tokens = Tokens { indices: files.iter().map(|f| f.tokens.clone()).collect(), init_index };
     let (h, w) = (first.image.height as usize, first.image.width as usize);
     let pad = padding_for(model, h, w)?;
     let mut tok = Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape());
     tok.progress = progress;
+    tok.margin = pad;
     let x = tok.decode(&tokens, device)?;
     tensor_images(&x, model.entry.channels, h, w, pad)
 }
@@ -390,6 +432,7 @@ pub fn generate(
         init: Init::Noise,
         sampler,
         atoms: crate::atoms::AtomRule::Single,
+        score_region: ScoreRegion::Input,
     };
     let (c, s, _) = model.shape();
     let cb = crate::codebook::Codebooks::new(seed, c * s * s);

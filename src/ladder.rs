@@ -86,12 +86,20 @@ pub fn operating_points(entry: &ModelEntry, dir: &Path, sha256: [u8; 32]) -> Res
     let Some(reg) = registry(entry, dir)? else { return Ok(vec![]) };
     let side = entry.native_side() as u32;
     let image = ImageSpec { channels: entry.channels as u8, height: side, width: side, lo: -1.0, hi: 1.0 };
+    // A point may start from the model's training-set mean (SPEC 7), shipped beside it.
+    let x_ref = if reg.points.iter().any(|p| p.settings.x_ref == crate::profile::XRefKind::Mean) {
+        let weights = (!dir.as_os_str().is_empty()).then_some(dir);
+        entry.reference(weights)?.image
+    } else {
+        None
+    };
     reg.points
         .iter()
         .map(|p| {
-            let cfg = p.settings.to_config(entry.family, &entry.marginal()).with_context(|| {
-                format!("operating point {} ({}) of model '{}' is not valid", p.id, p.name, entry.name)
-            })?;
+            let cfg =
+                p.settings.to_config_with(entry.family, &entry.marginal(), x_ref.as_ref()).with_context(|| {
+                    format!("operating point {} ({}) of model '{}' is not valid", p.id, p.name, entry.name)
+                })?;
             let j0 = matches!(cfg.init, Init::ClosestNoise { .. }).then_some(0);
             let procedure = codec::procedure(&cfg, entry.family, codec::clip_of_entry(entry), j0)?;
             Ok(OperatingPoint { id: p.id, model: codec::identity_of(entry, sha256), procedure, image })
@@ -310,12 +318,12 @@ pub fn describe(bytes: &[u8], resolver: &Resolver) -> Result<(String, serde_json
             let text = format!(
                 "container:  full header (format version {}), {n} bytes: {} bytes of tokens, overhead {} bytes \
                  (no shipped operating point has these settings)",
-                crate::format::FORMAT_VERSION,
+                f.version(),
                 payload,
                 n as u64 - payload
             );
             let json = serde_json::json!({
-                "form": "full", "version": crate::format::FORMAT_VERSION, "file_bytes": n,
+                "form": "full", "version": f.version(), "file_bytes": n,
                 "overhead_bytes": n as u64 - payload,
             });
             Ok((text, json, Ok(Stored { file: f, bytes: n as u64, compact: None })))

@@ -16,6 +16,7 @@
 //! - [`nn`]: network architectures (diffusers UNet2DModel, EDM SongUNet) and weight loading.
 //! - [`metrics`]: PSNR, SSIM, MS-SSIM, LPIPS, FID/IS and offline stand-ins.
 //! - [`data`], [`zoo`]: image IO and datasets; named models and their files.
+//! - [`reference`]: the dataset-mean reference image `x_ref` of the I2/I3 initial points (SPEC 7).
 //! - [`search`]: the parameter search of SPEC 8 (`gddcm search`).
 //! - [`rd`]: rate–distortion sweeps over K × N and their plots (`gddcm rd`).
 
@@ -34,6 +35,7 @@ pub mod nn;
 pub mod profile;
 pub mod rate;
 pub mod rd;
+pub mod reference;
 pub mod runtime;
 pub mod schedule;
 pub mod search;

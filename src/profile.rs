@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::atoms::AtomRule;
 use crate::family::Family;
 use crate::marginal::{Marginal, Mixing};
+use crate::reference::RefImage;
 use crate::schedule::{continuous_intervals, discrete_intervals};
-use crate::tokenizer::{default_grid_rho, Algorithm, Config, Init, Reference, Sampler};
+use crate::tokenizer::{default_grid_rho, Algorithm, Config, Init, Reference, Sampler, ScoreRegion};
 
 /// Which initial point (SPEC 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -25,6 +26,28 @@ pub enum InitKind {
     I2,
     /// I3: the closest of K0 noises (costs log2 K0 bits).
     I3,
+}
+
+/// The reference image `x_ref` of I2/I3 (SPEC 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum XRefKind {
+    /// All zeros (mid-gray). [D]
+    #[default]
+    Zeros,
+    /// The model's training-set mean (`x_ref.safetensors` beside its weights).
+    Mean,
+}
+
+/// Which elements eq. 14 scores (SPEC 2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreKind {
+    /// The whole network input, padding included (the paper's eq. 14). [D]
+    #[default]
+    Input,
+    /// Only the image, not the background padding around it.
+    Image,
 }
 
 /// Everything that selects a tokenization; `None` means "the family's default".
@@ -69,6 +92,17 @@ pub struct Settings {
     /// the JSON when single.
     #[serde(skip_serializing_if = "AtomRule::is_single")]
     pub atoms: AtomRule,
+    /// The reference image of I2/I3: `"zeros"` or `"mean"` (the model's training-set mean).
+    /// Left out of a written profile when zeros, so profiles stay as they were.
+    #[serde(skip_serializing_if = "is_default")]
+    pub x_ref: XRefKind,
+    /// Which elements eq. 14 scores: `"input"` (all) or `"image"` (not the padding).
+    #[serde(skip_serializing_if = "is_default")]
+    pub score_region: ScoreKind,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl Default for Settings {
@@ -91,6 +125,8 @@ impl Default for Settings {
             mixing: Mixing::BigSigma,
             sampler_steps: None,
             atoms: AtomRule::Single,
+            x_ref: XRefKind::Zeros,
+            score_region: ScoreKind::Input,
         }
     }
 }
@@ -115,8 +151,15 @@ impl Settings {
         }
     }
 
-    /// The [`Config`] these settings select for a family.
+    /// The [`Config`] these settings select for a family, for settings with the zero reference
+    /// image (a mean `x_ref` needs the model's: [`Settings::to_config_with`]).
     pub fn to_config(&self, family: Family, marginal: &Marginal) -> Result<Config> {
+        self.to_config_with(family, marginal, None)
+    }
+
+    /// The [`Config`] these settings select for a family whose model provides the training-set
+    /// mean `mean` (SPEC 7), if any.
+    pub fn to_config_with(&self, family: Family, marginal: &Marginal, mean: Option<&RefImage>) -> Result<Config> {
         ensure!(self.k >= 2, "K must be at least 2, found {}", self.k);
         ensure!(self.n >= 1, "N must be at least 1");
         if let Err(why) = self.atoms.check(self.k) {
@@ -184,12 +227,26 @@ impl Settings {
             };
             Algorithm::Resample { t_start, schedule }
         };
+        // Only I2 and I3 start from x_ref; I1 ignores the setting.
+        let reference = || -> Result<Reference> {
+            match self.x_ref {
+                XRefKind::Zeros => Ok(Reference::Zeros),
+                XRefKind::Mean => match mean {
+                    Some(m) => Ok(Reference::Image(m.clone())),
+                    None => bail!(
+                        "x_ref \"mean\" needs the model's training-set mean ({} beside its weights), which this \
+                         model does not provide",
+                        crate::reference::X_REF_FILE
+                    ),
+                },
+            }
+        };
         let init = match self.init {
             InitKind::I1 => Init::Noise,
-            InitKind::I2 => Init::Reference(Reference::Zeros),
+            InitKind::I2 => Init::Reference(reference()?),
             InitKind::I3 => {
                 ensure!(self.k0 >= 2, "I3 needs K0 ≥ 2");
-                Init::ClosestNoise { reference: Reference::Zeros, candidates: self.k0 }
+                Init::ClosestNoise { reference: reference()?, candidates: self.k0 }
             }
         };
         let mut sampler = Sampler::default_for(family);
@@ -199,6 +256,19 @@ impl Settings {
             }
             sampler.steps = steps;
         }
-        Ok(Config { k: self.k, seed: self.seed, algorithm, mixing: self.mixing, init, sampler, atoms: self.atoms })
+        let score_region = match self.score_region {
+            ScoreKind::Input => ScoreRegion::Input,
+            ScoreKind::Image => ScoreRegion::Image,
+        };
+        Ok(Config {
+            k: self.k,
+            seed: self.seed,
+            algorithm,
+            mixing: self.mixing,
+            init,
+            sampler,
+            score_region,
+            atoms: self.atoms,
+        })
     }
 }

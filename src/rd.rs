@@ -98,9 +98,7 @@ pub fn sweep(
         for &n in ns {
             for &k in ks {
                 let s = point_settings(&base, p, k, n);
-                let cfg = s
-                    .to_config(model.entry.family, model.denoiser.marginal())
-                    .with_context(|| format!("p = {p}, K = {k}, N = {n}"))?;
+                let cfg = model.config(&s).with_context(|| format!("p = {p}, K = {k}, N = {n}"))?;
                 let report = evaluate(model, &cfg, data, opts, device, None)
                     .with_context(|| format!("evaluating p = {p}, K = {k}, N = {n}"))?;
                 out.points.push(RdPoint { p, k, n, settings: s, report });

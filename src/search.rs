@@ -231,7 +231,7 @@ impl SearchSpace {
 
     /// `s` with every family default made explicit (so coordinates can be stepped from it).
     pub fn resolve(&self, s: &Settings) -> Result<Settings> {
-        let cfg = s.to_config(self.family, &self.marginal)?;
+        let cfg = valid_config(s, self.family, &self.marginal)?;
         let mut r = s.clone();
         match cfg.algorithm {
             Algorithm::Stochastic { t_start, t_end, rho, .. } => {
@@ -383,7 +383,7 @@ impl SearchSpace {
                 .collect(),
         };
         out.dedup();
-        out.retain(|n| n != s && n.to_config(self.family, &self.marginal).is_ok());
+        out.retain(|n| n != s && valid_config(n, self.family, &self.marginal).is_ok());
         out
     }
 }
@@ -629,6 +629,13 @@ pub fn score_images(
         ObjectiveMetric::NegPsnr => rep.psnr.map(|p| -p),
     };
     v.with_context(|| format!("the objective {metric:?} could not be computed: {}", rep.skipped.join("; ")))
+}
+
+/// The configuration of `s` as far as the search space goes: the reference image only decides
+/// the initial point's values, not whether the settings are valid, so a profile with the model's
+/// mean `x_ref` is checked as if it had zeros (the model supplies the mean when it runs).
+fn valid_config(s: &Settings, family: Family, marginal: &Marginal) -> Result<crate::tokenizer::Config> {
+    Settings { x_ref: crate::profile::XRefKind::Zeros, ..s.clone() }.to_config(family, marginal)
 }
 
 #[cfg(test)]

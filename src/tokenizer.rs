@@ -18,6 +18,7 @@ use crate::atoms::AtomRule;
 use crate::codebook::{Codebook, Codebooks, STREAM_CODEBOOK, STREAM_INIT};
 use crate::family::{Denoiser, Family, Prediction};
 use crate::marginal::{Marginal, Mixing, StepCoeffs};
+use crate::reference::RefImage;
 use crate::schedule::{integer_grid, rho_grid, total_repeats, Interval};
 
 /// Which of the paper's two algorithms, with its time parameters.
@@ -50,16 +51,33 @@ impl Algorithm {
 }
 
 /// The reference image `x_ref` of the I2/I3 initial points (SPEC 7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub enum Reference {
     /// All zeros: mid-gray. \[D\]
     #[default]
     Zeros,
+    /// A fixed image both sides hold, in the model's value range and input layout: the model's
+    /// training-set mean (`x_ref.safetensors`, [`crate::reference`]). Token files name it by
+    /// the hash of its values.
+    Image(RefImage),
+}
+
+/// Which elements of the residual `x_tgt − x0h` eq. 14 scores (SPEC 2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ScoreRegion {
+    /// The whole network input, as the paper writes eq. 14. \[D\]
+    #[default]
+    Input,
+    /// Only the image: the input less the background margin of a smaller image
+    /// ([`Tokenizer::margin`]; the bundled Fashion-MNIST models pad 28×28 to 32×32). The margin
+    /// is the same fixed value in every target, so its 240 elements only add `<C[j], −1 − x0h>`
+    /// noise to the score of each codeword; the codewords themselves are unchanged.
+    Image,
 }
 
 /// The initial point of the loop at `T` (SPEC 7). `z` comes from stream 1 of the codebook
 /// generator, so the decoder reproduces it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Init {
     /// I1: `x = λ z`, `λ = √(s(T)²·0.25 + Σ(T)²)` (marginal std with σ_data = 0.5).
     Noise,
@@ -116,7 +134,7 @@ impl Sampler {
 }
 
 /// Everything that defines a tokenization, as the token file records it (SPEC 5, G3).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     /// Codebook size `K`.
     pub k: u32,
@@ -130,6 +148,8 @@ pub struct Config {
     /// SPEC 2.4a, [`crate::atoms`]).
     #[serde(default, skip_serializing_if = "AtomRule::is_single")]
     pub atoms: AtomRule,
+    /// Which elements eq. 14 scores (encoder only; the decoder reads the choices).
+    pub score_region: ScoreRegion,
 }
 
 /// The tokens of a batch: per image, its `N` steps' symbols (one index per step, or
@@ -176,13 +196,21 @@ struct Encoder<'a> {
     tokens: Tokens,
     /// The codebook `prefetch` generated last (the coming `choose`'s, and its codewords').
     held: Option<Codebook>,
+    /// Per element of the input, whether eq. 14 scores it ([`ScoreRegion`]); `None`: all.
+    mask: Option<Vec<bool>>,
 }
 
 impl Chooser for Encoder<'_> {
     fn choose(&mut self, stream: u32, i: u32, k: u32, atoms: AtomRule, x0h: &Tensor) -> Result<Vec<Vec<u32>>> {
         let x0h = x0h.flatten_from(1)?.to_vec2::<f32>()?;
-        let residuals: Vec<Vec<f32>> =
+        let mut residuals: Vec<Vec<f32>> =
             self.target.iter().zip(&x0h).map(|(t, p)| t.iter().zip(p).map(|(a, b)| a - b).collect()).collect();
+        if let Some(mask) = &self.mask {
+            // The residual times the region's mask: elements outside add nothing to any score.
+            for r in &mut residuals {
+                r.iter_mut().zip(mask).filter(|(_, &m)| !m).for_each(|(v, _)| *v = 0.0);
+            }
+        }
         let refs: Vec<&[f32]> = residuals.iter().map(|r| r.as_slice()).collect();
         let held = self.held(stream, i, k);
         let chosen: Vec<Vec<u32>> = match atoms {
@@ -206,12 +234,17 @@ impl Chooser for Encoder<'_> {
                     Some(cb) => cb.entry(j).to_vec(),
                     None => cbs.entry(stream, i, j),
                 };
+                // The pursuit's own residuals keep the score region too.
+                let mask = self.mask.as_deref();
+                let rescore = |x: &[f32]| match mask {
+                    Some(m) => {
+                        let x: Vec<f32> = x.iter().zip(m).map(|(&v, &keep)| if keep { v } else { 0.0 }).collect();
+                        score(&[&x]).swap_remove(0)
+                    }
+                    None => score(&[x]).swap_remove(0),
+                };
                 let scores = score(&refs);
-                residuals
-                    .iter()
-                    .zip(&scores)
-                    .map(|(r, s)| rule.choose(s, r, |x| score(&[x]).swap_remove(0), entry))
-                    .collect()
+                residuals.iter().zip(&scores).map(|(r, s)| rule.choose(s, r, rescore, entry)).collect()
             }
         };
         for (b, sym) in chosen.iter().enumerate() {
@@ -312,11 +345,14 @@ pub struct Tokenizer<'a> {
     pub progress: Option<ProgressBar>,
     /// Collects where the time goes, if given (costs two clock reads per step).
     pub timings: Option<Arc<Timings>>,
+    /// Background pixels on each side of the image in the input (a 28×28 image in a 32×32
+    /// input: 2): what [`ScoreRegion::Image`] leaves out of eq. 14.
+    pub margin: usize,
 }
 
 impl<'a> Tokenizer<'a> {
     pub fn new(denoiser: &'a dyn Denoiser, config: &'a Config, shape: (usize, usize, usize)) -> Self {
-        Self { denoiser, config, shape, progress: None, timings: None }
+        Self { denoiser, config, shape, progress: None, timings: None, margin: 0 }
     }
 
     /// Runs `f`, adding its duration to the codebook counter if timings are on.
@@ -361,9 +397,24 @@ impl<'a> Tokenizer<'a> {
             target: &target,
             tokens: Tokens { indices: vec![Vec::new(); b], init_index: vec![None; b] },
             held: None,
+            mask: self.score_mask()?,
         };
         let reconstruction = self.run(&mut enc, b, x_tgt.device())?;
         Ok(Encoded { tokens: enc.tokens, reconstruction })
+    }
+
+    /// The elements eq. 14 scores under the configuration's [`ScoreRegion`], or `None` for all.
+    fn score_mask(&self) -> Result<Option<Vec<bool>>> {
+        let (c, h, w) = self.shape;
+        let m = self.margin;
+        if self.config.score_region == ScoreRegion::Input || m == 0 {
+            return Ok(None);
+        }
+        if 2 * m >= h || 2 * m >= w {
+            candle_core::bail!("a margin of {m} leaves no image inside the {h}×{w} input");
+        }
+        let inside = |y: usize, x: usize| (m..h - m).contains(&y) && (m..w - m).contains(&x);
+        Ok(Some((0..c * h * w).map(|e| inside((e / w) % h, e % w)).collect()))
     }
 
     /// Rebuilds the images of a batch of token streams.
@@ -572,6 +623,16 @@ impl<'a> Tokenizer<'a> {
         let x_ref = |r: &Reference| -> Result<Tensor> {
             match r {
                 Reference::Zeros => Tensor::zeros((batch, c, h, w), DType::F32, dev),
+                Reference::Image(img) => {
+                    if img.shape != [c, h, w] {
+                        candle_core::bail!(
+                            "the reference image {} is {:?}; the model's input is [{c}, {h}, {w}]",
+                            img.sha256_hex(),
+                            img.shape
+                        );
+                    }
+                    Tensor::from_slice(&img.values, (1, c, h, w), dev)?.repeat((batch, 1, 1, 1))
+                }
             }
         };
         self.codebook_work(|| match &self.config.init {
@@ -639,6 +700,7 @@ impl Config {
             init: Init::Noise,
             sampler: Sampler::default_for(Family::Ddpm),
             atoms: AtomRule::Single,
+            score_region: ScoreRegion::Input,
         }
     }
 }

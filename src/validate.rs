@@ -76,6 +76,14 @@ pub struct ModelDescription {
     pub clip_x0: bool,
     /// Where its times live.
     pub domain: TimeDomain,
+    /// The SHA-256 of each reference image `x_ref` the model provides (SPEC 7; the bundled
+    /// models ship their training-set mean): a file naming another is refused. Empty unless
+    /// filled by [`ModelDescription::with_references`], since finding them needs the files.
+    #[serde(skip)]
+    pub x_refs: Vec<[u8; 32]>,
+    /// Where the reference images were looked for, for the refusal.
+    #[serde(skip)]
+    pub x_ref_places: String,
 }
 
 impl ModelDescription {
@@ -100,8 +108,22 @@ impl ModelDescription {
             hi: 1.0,
             clip_x0: parameterization == Parameterization::Eps,
             domain: TimeDomain::of(schedule, family),
+            x_refs: Vec::new(),
+            x_ref_places: "(not looked up)".to_string(),
         }
     }
+
+    /// This description with the reference images the model provides (their hashes) and where
+    /// they were looked for.
+    pub fn with_references(mut self, x_refs: Vec<[u8; 32]>, places: impl Into<String>) -> Self {
+        self.x_refs = x_refs;
+        self.x_ref_places = places.into();
+        self
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The descriptions of every model of [`crate::zoo::entries`], in its order, written out here so
@@ -262,15 +284,44 @@ pub fn check(model: &ModelDescription, file: &TokenFile, max_nfe: Option<u64>) -
             format!("the file was made with {:?} compute; this decoder runs f32 only", pr.dtype),
         ));
     }
-    match pr.init {
-        InitStrategy::I2 { x_ref: XRef::DatasetMean } | InitStrategy::I3 { x_ref: XRef::DatasetMean, .. } => {
+    // The reference image of I2/I3 (SPEC 7) must be the very one the encoder used: the file
+    // names it by the hash of its values, and a decoder without it cannot start.
+    let x_ref = match pr.init {
+        InitStrategy::I2 { x_ref } | InitStrategy::I3 { x_ref, .. } => Some(x_ref),
+        InitStrategy::I1 => None,
+    };
+    match x_ref {
+        Some(XRef::DatasetMean) => {
             return Err(refuse(
                 "procedure.init.x_ref",
-                "the file starts from the dataset-mean reference image, which this model does not provide".into(),
+                "the file starts from an unnamed \"dataset mean\" reference image (x_ref tag 1), which does not \
+                 say which values it means, so no decoder can reproduce it; files name their reference image by \
+                 the SHA-256 of its values (tag 2)"
+                    .into(),
+            ));
+        }
+        Some(XRef::Image { sha256 }) if !model.x_refs.contains(&sha256) => {
+            let found: Vec<String> = model.x_refs.iter().map(|h| hex(h)).collect();
+            return Err(refuse(
+                "procedure.init.x_ref",
+                format!(
+                    "the file starts from the reference image with values SHA-256 {}, which this model does not \
+                     provide: looked in {}{}",
+                    hex(&sha256),
+                    model.x_ref_places,
+                    if found.is_empty() {
+                        " (no reference image there)".to_string()
+                    } else {
+                        format!(" (found only {})", found.join(", "))
+                    }
+                ),
             ));
         }
         _ => {}
     }
+    // A score region (SPEC 2.4, extension 2) needs no check of its own: the image region is
+    // the file's H × W centred in the model's input, which the image check above has found
+    // square and inside the input by an even margin.
     let d = &model.domain;
     let in_domain = |t: f64| t.is_finite() && t > d.clean && t <= d.max;
     let domain = format!("({}, {}]", d.clean, d.max);

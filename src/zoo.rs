@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use crate::family::{Denoiser, Family, Network, Precond, PrecondDenoiser, RegressionDenoiser};
 use crate::marginal::{DdpmSchedule, Marginal};
 use crate::nn::{RfWeights, SongUNet, UNet2DModel};
+use crate::reference::{RefImage, X_REF_FILE};
 
 /// How a model's weights are stored and which architecture reads them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -260,6 +261,9 @@ pub struct EmbeddedModel {
     pub profile: &'static str,
     /// The shipped operating points (`operating_points.json`, see [`crate::ladder`]).
     pub operating_points: &'static str,
+    /// The training-set mean reference image ([`X_REF_FILE`], SPEC 7), so that the binary alone
+    /// decodes files that start from it.
+    pub x_ref: Option<&'static [u8]>,
 }
 
 impl EmbeddedModel {
@@ -276,6 +280,7 @@ static EMBEDDED_EDM: EmbeddedModel = EmbeddedModel {
     weights: include_bytes!("../models/edm/diffusion_pytorch_model.safetensors"),
     profile: include_str!("../models/edm/profile.json"),
     operating_points: include_str!("../models/edm/operating_points.json"),
+    x_ref: Some(include_bytes!("../models/edm/x_ref.safetensors")),
 };
 
 /// Where a model's files were found.
@@ -409,6 +414,39 @@ impl ModelEntry {
         }
     }
 
+    /// The model's reference image `x_ref` (SPEC 7: its training-set mean, [`X_REF_FILE`] beside
+    /// its weights or embedded with them), looked for where [`Self::find`] finds the weights.
+    /// An unreadable file is an error naming it; a missing one is `image: None`.
+    pub fn reference(&self, weights: Option<&Path>) -> Result<RefLookup> {
+        match self.find(weights) {
+            Ok(Source::Embedded) => {
+                let place = format!("the copy of {} embedded in this gddcm binary", self.name);
+                let image = match self.embedded().and_then(|e| e.x_ref) {
+                    Some(bytes) => Some(RefImage::from_safetensors(bytes, &place)?),
+                    None => None,
+                };
+                Ok(RefLookup { image, places: place })
+            }
+            Ok(Source::Folder(dir)) => {
+                let path = dir.join(X_REF_FILE);
+                let image = if path.is_file() { Some(RefImage::load(&path)?) } else { None };
+                Ok(RefLookup { image, places: path.display().to_string() })
+            }
+            Err(_) => Ok(RefLookup {
+                image: None,
+                places: format!("nowhere: the files of model '{}' were not found", self.name),
+            }),
+        }
+    }
+
+    /// [`Self::description`] with the reference images the model provides where its files are
+    /// found ([`Self::reference`]), so that [`crate::validate::check`] can refuse a file naming
+    /// another one before anything is loaded.
+    pub fn description_with_references(&self, weights: Option<&Path>) -> Result<crate::validate::ModelDescription> {
+        let r = self.reference(weights)?;
+        Ok(self.description().with_references(r.image.iter().map(|i| i.sha256).collect(), r.places))
+    }
+
     /// What a token file made with this model needs, without loading it (SPEC 5 G3, 1).
     pub fn description(&self) -> crate::validate::ModelDescription {
         let (parameterization, schedule) = crate::codec::format_parameterization(self.parameterization);
@@ -460,6 +498,15 @@ fn alt_bin(path: &Path) -> Option<PathBuf> {
     (path.extension()? == "safetensors").then(|| path.with_extension("bin"))
 }
 
+/// A model's reference image and where it was looked for ([`ModelEntry::reference`]).
+#[derive(Debug, Clone)]
+pub struct RefLookup {
+    /// The image, if the model provides one.
+    pub image: Option<RefImage>,
+    /// Where it was looked for (a file, or the embedded copy), for messages.
+    pub places: String,
+}
+
 /// A model ready to tokenize with.
 pub struct LoadedModel {
     pub entry: ModelEntry,
@@ -470,6 +517,9 @@ pub struct LoadedModel {
     pub dir: PathBuf,
     /// Where the weights came from.
     pub source: Source,
+    /// The training-set mean reference image `x_ref` the model ships, if any, and where it was
+    /// looked for (SPEC 7; [`ModelEntry::reference`]).
+    pub x_ref: RefLookup,
 }
 
 impl LoadedModel {
@@ -506,6 +556,19 @@ impl LoadedModel {
     pub fn shape(&self) -> (usize, usize, usize) {
         (self.entry.channels, self.entry.size, self.entry.size)
     }
+
+    /// The [`crate::tokenizer::Config`] `settings` select for this model (its reference image
+    /// for `x_ref: "mean"`).
+    pub fn config(&self, settings: &crate::profile::Settings) -> Result<crate::tokenizer::Config> {
+        settings.to_config_with(self.entry.family, self.denoiser.marginal(), self.x_ref.image.as_ref())
+    }
+
+    /// [`ModelEntry::description`] with this model's reference image.
+    pub fn description(&self) -> crate::validate::ModelDescription {
+        self.entry
+            .description()
+            .with_references(self.x_ref.image.iter().map(|i| i.sha256).collect(), self.x_ref.places.clone())
+    }
 }
 
 /// SHA-256 of a file, streamed.
@@ -533,7 +596,8 @@ pub fn load(name: &str, weights: Option<&Path>, device: &Device) -> Result<Loade
             let net: Box<dyn Network> = Box::new(UNet2DModel::from_store(&cfg, &store)?);
             let weights_sha256 = e.weights_sha256();
             let denoiser = denoiser(&entry, net);
-            return Ok(LoadedModel { entry, denoiser, weights_sha256, dir: PathBuf::new(), source });
+            let x_ref = entry.reference(weights)?;
+            return Ok(LoadedModel { entry, denoiser, weights_sha256, dir: PathBuf::new(), source, x_ref });
         }
     };
     let (net, weights_file): (Box<dyn Network>, PathBuf) = match entry.weights {
@@ -559,7 +623,8 @@ pub fn load(name: &str, weights: Option<&Path>, device: &Device) -> Result<Loade
     };
     let denoiser = denoiser(&entry, net);
     let weights_sha256 = sha256_file(&weights_file)?;
-    Ok(LoadedModel { entry, denoiser, weights_sha256, dir, source })
+    let x_ref = entry.reference(Some(&dir))?;
+    Ok(LoadedModel { entry, denoiser, weights_sha256, dir, source, x_ref })
 }
 
 /// The network wrapped by the model's parameterisation.

@@ -272,9 +272,20 @@ fn messages_and_outputs_read_well() {
     let e = err(&gddcm(&["decode", &s(&tmp.path().join("missing.gddcm")), "--quiet", "-o", &s(&tmp.path().join("d"))]));
     assert_eq!(e.matches("os error 2").count(), 1, "{e}");
     // Help in user words, with the defaults a model's profile supplies and the images taken.
-    for cmd in
-        ["encode", "decode", "roundtrip", "inspect", "models", "eval", "table1", "sample", "search", "rd", "bench"]
-    {
+    for cmd in [
+        "encode",
+        "decode",
+        "roundtrip",
+        "inspect",
+        "models",
+        "eval",
+        "table1",
+        "sample",
+        "search",
+        "rd",
+        "bench",
+        "x-ref",
+    ] {
         let h = ok(&gddcm(&[cmd, "--help"]));
         assert!(!h.contains("SPEC") && !h.contains("(issue"), "{cmd} --help cites internal documents: {h}");
     }

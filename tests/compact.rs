@@ -44,6 +44,7 @@ fn file(k: u32, n: u32, init: InitStrategy) -> TokenFile {
             sampler: FinalSampler { kind: SamplerKind::Heun, steps: 18, rho: 7.0 },
             dtype: ComputeDtype::F32,
             atoms: AtomRule::Single,
+            score_region: ScoreRegion::Input,
         },
         image: ImageSpec { channels: 1, height: 28, width: 28, lo: -1.0, hi: 1.0 },
         tokens: tokens(k, n, u64::from(k) * 7 + u64::from(n)),
@@ -333,6 +334,64 @@ fn bundled_point_stores_compact_and_resolves() {
     let bytes = ladder::store(&g, &points).unwrap();
     assert_eq!(bytes[..6], MAGIC);
     assert_eq!(Resolver::new(None).parse(&bytes).unwrap().file, g);
+}
+
+/// A point that starts from a hashed reference image and scores only the image (issue 16)
+/// stores compact; its full form is version 3; another reference or region is another point.
+#[test]
+fn point_with_hashed_x_ref_and_score_region_round_trips() {
+    let mut f = file(256, 300, InitStrategy::I3 { x_ref: XRef::Image { sha256: [0x42; 32] }, k0: 256, j0: 9 });
+    f.procedure.score_region = ScoreRegion::Image;
+    let point = point_of(&f, 3);
+    let compact = compact_bytes(&f, &point);
+    assert_eq!(compact.len(), 300 + 1 + 8);
+    assert_eq!(read(&compact, &point).unwrap(), f);
+    let full = f.to_bytes().unwrap();
+    assert_eq!(u16::from_le_bytes([full[6], full[7]]), FORMAT_VERSION_EXT);
+    assert_eq!(read(&full, &point).unwrap(), f);
+    let mut g = f.clone();
+    g.procedure.score_region = ScoreRegion::Input;
+    assert!(CompactFile::of(&g, &point).unwrap().is_none());
+    let mut h = f.clone();
+    h.procedure.init = InitStrategy::I3 { x_ref: XRef::Image { sha256: [0x43; 32] }, k0: 256, j0: 9 };
+    assert!(CompactFile::of(&h, &point).unwrap().is_none());
+}
+
+/// A registry point with `"x_ref": "mean"` and `"score_region": "image"` resolves to the model's
+/// shipped mean (by hash) and the score region, and its compact files expand through the resolver.
+#[test]
+fn registry_point_with_mean_x_ref_resolves() {
+    let entry = gddcm::zoo::entry("fmnist-edm").unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/edm");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "diffusion_pytorch_model.safetensors", "x_ref.safetensors"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let (profile, _) = entry.shipped_profile(None).unwrap().unwrap();
+    let settings = gddcm::profile::Settings {
+        x_ref: gddcm::profile::XRefKind::Mean,
+        score_region: gddcm::profile::ScoreKind::Image,
+        ..profile
+    };
+    let reg = serde_json::json!({ "model": "fmnist-edm", "points": [ { "id": 5, "name": "mean-image", "settings": settings } ] });
+    std::fs::write(dir.path().join("operating_points.json"), reg.to_string()).unwrap();
+    let sha = gddcm::zoo::sha256_file(&dir.path().join("diffusion_pytorch_model.safetensors")).unwrap();
+    let points = ladder::operating_points(&entry, dir.path(), sha).unwrap();
+    let mean = gddcm::reference::RefImage::load(&src.join("x_ref.safetensors")).unwrap();
+    assert_eq!(points[0].procedure.init, InitStrategy::I2 { x_ref: XRef::Image { sha256: mean.sha256 } });
+    assert_eq!(points[0].procedure.score_region, ScoreRegion::Image);
+    let p = &points[0];
+    let f = TokenFile {
+        model: p.model.clone(),
+        procedure: p.procedure.clone(),
+        image: p.image,
+        tokens: tokens(p.procedure.k, p.procedure.n, 11),
+        fit: None,
+    };
+    let bytes = ladder::store(&f, &points).unwrap();
+    assert_eq!(bytes.len(), 300 + 8);
+    let st = Resolver::new(Some(dir.path())).parse(&bytes).unwrap();
+    assert_eq!(st.file, f);
 }
 
 #[test]

@@ -14,7 +14,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use gddcm::format::{
-    Algorithm, Family, FinalSampler, MarginalSchedule, Parameterization, SamplerKind, ScheduleEntry, TokenFile,
+    Algorithm, Family, FinalSampler, InitStrategy, MarginalSchedule, Parameterization, SamplerKind, ScheduleEntry,
+    TokenFile, XRef,
 };
 
 fn bin() -> PathBuf {
@@ -184,6 +185,20 @@ fn cases() -> Vec<Case> {
         Case { what: "value range", change: |f| f.image.lo = 0.0, says: &["value range"] },
         Case { what: "3 channels", change: |f| f.image.channels = 3, says: &["3-channel"] },
         Case { what: "a 30×28 image", change: |f| f.image.width = 30, says: &["30×28"] },
+        Case {
+            what: "a reference image the model does not ship",
+            change: |f| f.procedure.init = InitStrategy::I2 { x_ref: XRef::Image { sha256: [0xee; 32] } },
+            says: &[
+                "procedure.init.x_ref",
+                "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+                "looked in the copy of fmnist-edm embedded in this gddcm binary",
+            ],
+        },
+        Case {
+            what: "an unnamed dataset mean",
+            change: |f| f.procedure.init = InitStrategy::I2 { x_ref: XRef::DatasetMean },
+            says: &["x_ref tag 1", "no decoder can reproduce it"],
+        },
     ]
 }
 
@@ -269,6 +284,13 @@ fn a_binary_away_from_the_source_tree_has_its_default_model() {
     assert!(stdout.contains("mean") && stdout.contains("embedded"), "{stdout}");
     ok(&run(cmd(&["decode", "out/photo.gddcm", "-o", "dec", "--quiet"])));
     assert!(work.join("dec/photo.png").is_file());
+    // The training-set mean x_ref (SPEC 7) is embedded too: the binary alone decodes such files.
+    let args = ["encode", "photo.png", "-n", "8", "-k", "16", "--init", "i2", "--x-ref", "mean", "-o", "mean"];
+    ok(&run(cmd(&[&args[..], &["--quiet"]].concat())));
+    ok(&run(cmd(&["decode", "mean/photo.gddcm", "-o", "mean-dec", "--quiet"])));
+    assert!(work.join("mean-dec/photo.png").is_file());
+    let text = ok(&run(cmd(&["inspect", "mean/photo.gddcm"])));
+    assert!(text.contains("training-set mean") && text.contains("embedded"), "{text}");
     let e = err(&run(cmd(&["encode", "photo.png", "-m", "fmnist-ddpm", "-o", "out"])));
     assert!(e.contains(&home.join("fmnist-ddpm").display().to_string()) && e.contains("--weights"), "{e}");
 }

@@ -40,6 +40,7 @@ fn sample(k: u32, n: u32) -> TokenFile {
             sampler: FinalSampler { kind: SamplerKind::Ddim, steps: 50, rho: 1.0 },
             dtype: ComputeDtype::F32,
             atoms: AtomRule::Single,
+            score_region: ScoreRegion::Input,
         },
         image: ImageSpec { channels: 3, height: 32, width: 32, lo: -1.0, hi: 1.0 },
         tokens: tokens(k, n, u64::from(k) * 31 + u64::from(n)),
@@ -199,7 +200,10 @@ fn every_enum_value_round_trips() {
         InitStrategy::I2 { x_ref: XRef::DatasetMean },
         InitStrategy::I3 { x_ref: XRef::Zeros, k0: 1, j0: 0 },
         InitStrategy::I3 { x_ref: XRef::DatasetMean, k0: 1 << 24, j0: (1 << 24) - 1 },
+        InitStrategy::I2 { x_ref: XRef::Image { sha256: sha(0x5c) } },
+        InitStrategy::I3 { x_ref: XRef::Image { sha256: sha(0xc5) }, k0: 256, j0: 255 },
     ];
+    let regions = [ScoreRegion::Input, ScoreRegion::Image, ScoreRegion::Image];
     let kinds = [SamplerKind::Ddim, SamplerKind::Heun, SamplerKind::OneStep, SamplerKind::Euler];
     let dtypes = [ComputeDtype::F32, ComputeDtype::F16, ComputeDtype::BF16];
     let mut i = 0usize;
@@ -218,6 +222,7 @@ fn every_enum_value_round_trips() {
                 f.procedure.init = inits[i % inits.len()];
                 f.procedure.sampler.kind = kinds[i % kinds.len()];
                 f.procedure.dtype = dtypes[i % dtypes.len()];
+                f.procedure.score_region = regions[i % regions.len()];
                 f.image = ImageSpec {
                     channels: if i.is_multiple_of(2) { 1 } else { 3 },
                     height: 1 + (i as u32 * 37) % 8192,
@@ -255,6 +260,10 @@ fn extreme_but_valid_values_round_trip() {
 fn max_file_bytes_bounds_the_largest_file() {
     let mut f = sample_alg2(1 << 24, MAX_N);
     f.model.name = "n".repeat(MAX_NAME_LEN);
+    // The longest fixed fields: I3 with a hashed x_ref, a fit block and an extension record.
+    f.procedure.init = InitStrategy::I3 { x_ref: XRef::Image { sha256: sha(1) }, k0: 256, j0: 17 };
+    f.procedure.score_region = ScoreRegion::Image;
+    f.fit = Some(Fit { mode: FitMode::Crop, width: 8192, height: 8192 });
     f.model.schedule = MarginalSchedule::DdpmLinear { t: 1000 };
     f.procedure.algorithm = Algorithm::Alg2 {
         t_s: 10.0,
@@ -481,10 +490,10 @@ fn version_3_records_are_checked() {
     let bytes = f.to_bytes().unwrap();
     // Layout after the image: fit flag, record count, tag, u16 length, body [1, M].
     let rec = OFF_PAYLOAD_V3;
-    assert_eq!(&bytes[rec..rec + 7], &[0, 1, EXT_ATOMS, 2, 0, 1, 2]);
+    assert_eq!(&bytes[rec..rec + 7], &[0, 1, EXT_ATOM_RULE, 2, 0, 1, 2]);
     let err = |b: Vec<u8>| TokenFile::from_bytes(&b).unwrap_err().to_string();
     assert!(err(patch(&bytes, rec, &[2])).contains("fit.present"));
-    assert!(err(patch(&bytes, rec + 2, &[9])).contains("extension.tag"));
+    assert!(err(patch(&bytes, rec + 2, &[9])).contains("extension record 9"));
     assert!(err(patch(&bytes, rec + 5, &[3])).contains("atom rule 3"));
     assert!(err(patch(&bytes, rec + 6, &[17])).contains("extension.atoms"), "M > K");
     // A rank beyond C(16, 2) = 120 in the 7-bit field.
@@ -499,6 +508,118 @@ fn version_3_records_are_checked() {
     no_rec.extend_from_slice(&bytes[rec + 7..]);
     refresh_crc(&mut no_rec);
     assert!(err(no_rec).contains("extensions.count"));
+}
+
+/// The bytes of `f` (which must have the score-region record) with its extension records
+/// replaced by `records` (raw `tag, length, body`), `count` as given, checksum fixed.
+fn with_records(f: &TokenFile, count: u8, records: &[(u8, u16, &[u8])]) -> Vec<u8> {
+    assert_eq!(f.procedure.score_region, ScoreRegion::Image);
+    let bytes = f.to_bytes().unwrap();
+    let header = f.header_bytes() as usize;
+    // The header ends with: count (1), then the score-region record (tag 2, length 1, mode 1).
+    assert_eq!(&bytes[header - 5..header], &[1, 2, 1, 0, 1]);
+    let mut b = bytes[..header - 5].to_vec();
+    b.push(count);
+    for (tag, len, body) in records {
+        b.push(*tag);
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(body);
+    }
+    b.extend_from_slice(&bytes[header..bytes.len() - 4]);
+    b.extend_from_slice(&[0; 4]);
+    refresh_crc(&mut b);
+    b
+}
+
+/// Version 3 carries extension records; a file without one keeps its version-1/2 bytes.
+#[test]
+fn score_region_is_a_version_3_extension() {
+    let plain = sample(16, 4);
+    let v1 = plain.to_bytes().unwrap();
+    let mut scored = plain.clone();
+    scored.procedure.score_region = ScoreRegion::Image;
+    let v3 = round_trip(&scored);
+    assert_eq!(u16::from_le_bytes([v3[6], v3[7]]), FORMAT_VERSION_EXT);
+    assert_eq!(scored.version(), 3);
+    // Fit flag (1) + count (1) + one record (tag, u16 length, u8 mode).
+    assert_eq!(v3.len(), v1.len() + 6);
+    // Up to the image block, the bytes are version 1's.
+    let image_end = plain.header_bytes() as usize;
+    assert_eq!(v3[8..image_end], v1[8..image_end]);
+    assert_eq!(&v3[image_end..image_end + 6], &[0, 1, 2, 1, 0, 1]);
+    // With a fit: the flag says the version-2 fit block follows.
+    let fitted = TokenFile { fit: Some(Fit { mode: FitMode::Pad, width: 720, height: 477 }), ..scored.clone() };
+    let v3f = round_trip(&fitted);
+    let v2 = TokenFile { fit: fitted.fit, ..plain.clone() }.to_bytes().unwrap();
+    assert_eq!(v3f.len(), v2.len() + 6);
+    assert_eq!(v3f[image_end], 1);
+    // Without the option the version-1 file is unchanged, and the default never writes a record.
+    assert_eq!(TokenFile::from_bytes(&v1).unwrap().procedure.score_region, ScoreRegion::Input);
+    assert_eq!(plain.version(), 1);
+    let s = scored.to_string();
+    assert!(s.contains("format version 3") && s.contains("eq. 14 on the image only"), "{s}");
+    // JSON names it only when it is not the default.
+    assert!(serde_json::to_string(&scored).unwrap().contains("\"score_region\":\"Image\""));
+    assert!(!serde_json::to_string(&plain).unwrap().contains("score_region"));
+}
+
+#[test]
+fn extension_records_are_checked() {
+    let mut f = sample(16, 4);
+    f.procedure.score_region = ScoreRegion::Image;
+    // The record the writer makes parses back.
+    assert_eq!(TokenFile::from_bytes(&with_records(&f, 1, &[(2, 1, &[1])])).unwrap(), f);
+    // Tag 1 is the atom rule (SPEC 2.4a): a body that names no rule is refused by name.
+    let e = TokenFile::from_bytes(&with_records(&f, 2, &[(1, 2, &[3, 0]), (2, 1, &[1])])).unwrap_err();
+    assert!(e.to_string().contains("atom rule 3"), "{e}");
+    // Unknown tags are refused, naming the ones this reader knows.
+    let e = TokenFile::from_bytes(&with_records(&f, 2, &[(2, 1, &[1]), (9, 3, &[0, 0, 0])])).unwrap_err();
+    assert!(matches!(e, FormatError::UnsupportedExtension { tag: 9, .. }), "{e:?}");
+    assert!(e.to_string().contains("score region"), "{e}");
+    // Not canonical: no records in version 3, the default stated, a longer body, repeats.
+    expect_out_of_range(&with_records(&f, 0, &[]), "extensions.count");
+    let e = TokenFile::from_bytes(&with_records(&f, 1, &[(2, 1, &[0])])).unwrap_err();
+    assert!(matches!(e, FormatError::InvalidTag { field: "extensions.score_region.mode", tag: 0, .. }), "{e:?}");
+    expect_out_of_range(&with_records(&f, 1, &[(2, 2, &[1, 0])]), "extensions.score_region.length");
+    let e = TokenFile::from_bytes(&with_records(&f, 2, &[(2, 1, &[1]), (2, 1, &[1])])).unwrap_err();
+    assert!(matches!(e, FormatError::Inconsistent { field: "extensions.tag", .. }), "{e:?}");
+    // A count larger than the records present runs into the payload: the lengths no longer add up.
+    assert!(TokenFile::from_bytes(&with_records(&f, 3, &[(2, 1, &[1])])).is_err());
+    // The fit flag is 0 or 1.
+    let mut b = f.to_bytes().unwrap();
+    let at = f.header_bytes() as usize - 6;
+    b[at] = 2;
+    refresh_crc(&mut b);
+    let e = TokenFile::from_bytes(&b).unwrap_err();
+    assert!(matches!(e, FormatError::InvalidTag { field: "fit.present", tag: 2, .. }), "{e:?}");
+}
+
+/// x_ref tag 2 names a reference image by the SHA-256 of its values (SPEC 7) without a new
+/// version; tag 1 (an unnamed mean) still parses, for the decoder to refuse.
+#[test]
+fn hashed_reference_image_round_trips() {
+    let mut f = sample_alg2(256, 12);
+    f.procedure.init = InitStrategy::I2 { x_ref: XRef::Image { sha256: sha(0x3b) } };
+    let b = round_trip(&f);
+    assert_eq!(u16::from_le_bytes([b[6], b[7]]), FORMAT_VERSION);
+    let mut z = f.clone();
+    z.procedure.init = InitStrategy::I2 { x_ref: XRef::Zeros };
+    assert_eq!(b.len(), z.to_bytes().unwrap().len() + 32);
+    let s = f.to_string();
+    assert!(s.contains(&format!("x_ref image with values SHA-256 {}", hex(&sha(0x3b)))), "{s}");
+    let json = serde_json::to_string(&f).unwrap();
+    assert_eq!(serde_json::from_str::<TokenFile>(&json).unwrap(), f);
+    // An unknown x_ref tag names all three.
+    let at = f.header_bytes() as usize - 17 - 13 - 1 - 33;
+    assert_eq!(b[at], 2);
+    let mut bad = b.clone();
+    bad[at] = 3;
+    let e = TokenFile::from_bytes(&bad).unwrap_err().to_string();
+    assert!(e.contains("procedure.init.x_ref") && e.contains("2 (reference image named by SHA-256)"), "{e}");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn expect_out_of_range(b: &[u8], field: &str) -> String {
@@ -847,7 +968,17 @@ fn arb_file() -> impl Strategy<Value = TokenFile> {
                     }
                     f.procedure.algorithm = Algorithm::Alg2 { t_s: rho * 3.0, schedule };
                 }
-                let x_ref = if xr { XRef::Zeros } else { XRef::DatasetMean };
+                let x_ref = match (xr, salt % 3) {
+                    (true, _) => XRef::Zeros,
+                    (false, 0) => XRef::DatasetMean,
+                    (false, _) => XRef::Image { sha256: sha((salt >> 16) as u8) },
+                };
+                if salt % 5 == 0 {
+                    f.procedure.score_region = ScoreRegion::Image;
+                }
+                if salt % 7 == 0 {
+                    f.fit = Some(Fit { mode: FitMode::Resize, width: 1 + (salt >> 20) as u32 % 8192, height: 3 });
+                }
                 f.procedure.init = match ini {
                     0 => InitStrategy::I1,
                     1 => InitStrategy::I2 { x_ref },

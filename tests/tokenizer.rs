@@ -6,8 +6,9 @@ use candle_core::{Device, Tensor};
 use gddcm::atoms::AtomRule;
 use gddcm::family::Family;
 use gddcm::marginal::Mixing;
+use gddcm::reference::RefImage;
 use gddcm::schedule::{continuous_intervals, discrete_intervals};
-use gddcm::tokenizer::{default_grid_rho, Algorithm, Config, Init, Reference, Sampler, Tokenizer};
+use gddcm::tokenizer::{default_grid_rho, Algorithm, Config, Init, Reference, Sampler, ScoreRegion, Tokenizer};
 
 mod common;
 use common::{denoiser, gmm, targets, SHAPE};
@@ -27,6 +28,7 @@ fn resample(family: Family, n: u32, k: u32, t_s: f64, init: Init) -> Config {
         init,
         sampler: Sampler::default_for(family),
         atoms: AtomRule::Single,
+        score_region: ScoreRegion::Input,
     }
 }
 
@@ -44,6 +46,7 @@ fn stochastic(family: Family, p: f64, n: u32, k: u32) -> Config {
         init: Init::Noise,
         sampler: Sampler::default_for(family),
         atoms: AtomRule::Single,
+        score_region: ScoreRegion::Input,
     }
 }
 
@@ -65,15 +68,26 @@ fn decode_reproduces_the_encoder_bit_for_bit() {
     let x = targets(&g, 3);
     for family in [Family::Ddpm, Family::Edm, Family::Cm, Family::Rf] {
         let den = denoiser(family, &g);
+        // A fixed reference image in the input's layout (SPEC 7: the dataset mean's place).
+        let (c, h, w) = SHAPE;
+        let values = (0..c * h * w).map(|e| ((e * 37) % 11) as f32 / 10.0 - 0.5).collect();
+        let image = Reference::Image(RefImage::new(values, [c, h, w], "test").unwrap());
         let inits = [
             Init::Noise,
             Init::Reference(Reference::Zeros),
             Init::ClosestNoise { reference: Reference::Zeros, candidates: 64 },
+            Init::Reference(image.clone()),
+            Init::ClosestNoise { reference: image, candidates: 64 },
         ];
         let mut configs = vec![stochastic(family, 0.5, 300, 16), stochastic(family, 0.2, 300, 5)];
-        configs.extend(inits.iter().map(|&init| resample(family, 40, 16, small_t(family), init)));
+        configs.extend(inits.iter().map(|init| resample(family, 40, 16, small_t(family), init.clone())));
+        // Eq. 14 on the image only (a margin of one element): the decoder needs nothing more.
+        let mut masked = resample(family, 40, 16, small_t(family), inits[2].clone());
+        masked.score_region = ScoreRegion::Image;
+        configs.push(masked);
         for cfg in &configs {
-            let tok = Tokenizer::new(den.as_ref(), cfg, SHAPE);
+            let mut tok = Tokenizer::new(den.as_ref(), cfg, SHAPE);
+            tok.margin = 1;
             let enc = tok.encode(&x).unwrap();
             assert_eq!(
                 enc.tokens.indices.iter().map(Vec::len).collect::<Vec<_>>(),
@@ -237,6 +251,34 @@ fn codebooks_generated_beside_the_network_choose_the_same_tokens() {
             let two = pool(2).install(|| tok.encode(&x)).unwrap();
             assert_eq!(one.tokens.indices, two.tokens.indices, "{family} p = {}", cfg.algorithm.p());
             assert_eq!(one.tokens.init_index, two.tokens.init_index);
+        }
+    }
+}
+
+/// Eq. 14 on the image only (SPEC 2.4, score region): what the target holds in the margin no
+/// longer decides any token, while with the whole input it does.
+#[test]
+fn score_region_ignores_the_margin_of_the_target() {
+    let g = gmm();
+    let x = targets(&g, 2);
+    let (c, h, w) = SHAPE;
+    // The same targets with other values in a margin of 2 elements.
+    let inside = |e: usize| (2..h - 2).contains(&((e / w) % h)) && (2..w - 2).contains(&(e % w));
+    let flat = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let other: Vec<f32> =
+        flat.iter().enumerate().map(|(e, &v)| if inside(e % (c * h * w)) { v } else { 0.9 - v }).collect();
+    let y = Tensor::from_vec(other, x.shape(), &Device::Cpu).unwrap();
+    let den = denoiser(Family::Edm, &g);
+    for region in [ScoreRegion::Image, ScoreRegion::Input] {
+        let mut cfg =
+            resample(Family::Edm, 30, 16, 0.2, Init::ClosestNoise { reference: Reference::Zeros, candidates: 8 });
+        cfg.score_region = region;
+        let mut tok = Tokenizer::new(den.as_ref(), &cfg, SHAPE);
+        tok.margin = 2;
+        let (a, b) = (tok.encode(&x).unwrap().tokens, tok.encode(&y).unwrap().tokens);
+        match region {
+            ScoreRegion::Image => assert_eq!(a, b, "the margin changed a token"),
+            ScoreRegion::Input => assert_ne!(a, b, "the margin never mattered: the test shows nothing"),
         }
     }
 }

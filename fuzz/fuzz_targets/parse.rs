@@ -65,12 +65,14 @@ fn points(id: u32, fingerprint: [u8; 4]) -> Vec<OperatingPoint> {
         sampler: FinalSampler { kind: SamplerKind::Heun, steps: 18, rho: 7.0 },
         dtype: ComputeDtype::F32,
         atoms: AtomRule::Single,
+        score_region: if alg2 { ScoreRegion::Image } else { ScoreRegion::Input },
     };
     let image = ImageSpec { channels: 1, height: 28, width: 28, lo: -1.0, hi: 1.0 };
     let z = XRef::Zeros;
     [
         procedure(256, 300, InitStrategy::I2 { x_ref: z }, true),
         procedure(256, 300, InitStrategy::I3 { x_ref: z, k0: 256, j0: 0 }, true),
+        procedure(256, 300, InitStrategy::I2 { x_ref: XRef::Image { sha256: [0x5a; 32] } }, true),
         procedure(5, 7, InitStrategy::I3 { x_ref: z, k0: 300, j0: 0 }, false),
         procedure(2, 9, InitStrategy::I1, false),
         procedure(1000, 12, InitStrategy::I1, true),

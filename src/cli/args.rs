@@ -9,7 +9,7 @@ use clap::Args;
 use gddcm::data::{Dataset, Split};
 use gddcm::eval::{EvalOptions, Metric};
 use gddcm::marginal::Mixing;
-use gddcm::profile::{InitKind, Settings};
+use gddcm::profile::{InitKind, ScoreKind, Settings, XRefKind};
 use gddcm::tokenizer::Config;
 use gddcm::zoo::LoadedModel;
 
@@ -151,6 +151,14 @@ pub struct TokenizerArgs {
     /// Use σ-mix instead of the paper's Σ-mix (eq. 21).
     #[arg(long)]
     pub sigma_mix: bool,
+    /// Reference image of the I2/I3 initial points: zeros, or mean (the model's training-set mean,
+    /// x_ref.safetensors beside its weights; the file names it by its hash).
+    #[arg(long, value_enum)]
+    pub x_ref: Option<XRefKind>,
+    /// Which elements the codeword choice (eq. 14) scores: input (all of the network's input)
+    /// or image (not the background padding around a smaller image; recorded in the file).
+    #[arg(long, value_enum)]
+    pub score_region: Option<ScoreKind>,
     /// A shipped operating point of the model, by id or name (`gddcm models` lists them); no
     /// other tokenizer flag may be given with it.
     #[arg(long, conflicts_with_all = TOKENIZER_FLAGS)]
@@ -237,7 +245,7 @@ impl TokenizerArgs {
         macro_rules! set_opt {
             ($($f:ident),*) => { $( if self.$f.is_some() { s.$f = self.$f; flags.push(stringify!($f)); } )* };
         }
-        set!(k, n, p, seed, intervals, sigma_max, rho, init, k0, atoms);
+        set!(k, n, p, seed, intervals, sigma_max, rho, init, k0, atoms, x_ref, score_region);
         set_opt!(t_start, t_end, dt_min, dt_max);
         if self.sigma_mix {
             s.mixing = Mixing::SmallSigma;
@@ -288,7 +296,7 @@ impl TokenizerArgs {
             "--point and --bpp choose a whole shipped operating point: -k and --seed cannot be given with them"
         );
         let (s, source) = self.settings(model)?;
-        Ok((s.to_config(model.entry.family, model.denoiser.marginal())?, source))
+        Ok((model.config(&s)?, source))
     }
 }
 

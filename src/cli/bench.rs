@@ -127,12 +127,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
             s.p = p;
         }
-        let cfg = s.to_config(model.entry.family, model.denoiser.marginal())?;
+        let cfg = model.config(&s)?;
         for &b in &args.batch {
             let (x, images) = bench_images(&model, b, &dev)?;
             let timings = Arc::new(Timings::default());
             let mut tok = Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape());
             tok.timings = Some(timings.clone());
+            tok.margin = model.entry.pad;
             let t0 = Instant::now();
             let enc = tok.encode(&x)?;
             let encode_s = t0.elapsed().as_secs_f64();

@@ -49,7 +49,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     {
         bail!("{} was made with another model than {}; decode them separately", p.display(), files[0].display());
     }
-    codec::check_files(&files, &tfs, max_nfe)?;
+    codec::check_files(&files, &tfs, max_nfe, weights.as_deref())?;
     let outs: Vec<PathBuf> = files.iter().map(|p| output.join(format!("{}.png", stem(p)))).collect();
     check_outputs(&outs.iter().cloned().zip(files.iter().map(PathBuf::as_path)).collect::<Vec<_>>(), force)?;
     let dir = OutputDir::prepare(&output)?;
@@ -96,8 +96,8 @@ pub fn decode_files(
         let mut sub: Vec<Vec<usize>> = Vec::new();
         for i in g {
             match sub.iter_mut().find(|s| {
-                codec::config_from(&files[s[0]].procedure, model.entry.family).ok().map(|c| c.0)
-                    == codec::config_from(&files[i].procedure, model.entry.family).ok().map(|c| c.0)
+                codec::config_from(&files[s[0]].procedure, model.entry.family, &model.x_ref).ok().map(|c| c.0)
+                    == codec::config_from(&files[i].procedure, model.entry.family, &model.x_ref).ok().map(|c| c.0)
             }) {
                 Some(s) => s.push(i),
                 None => sub.push(vec![i]),
@@ -108,7 +108,7 @@ pub fn decode_files(
     let total: u64 = groups
         .iter()
         .map(|g| {
-            codec::config_from(&files[g[0]].procedure, model.entry.family)
+            codec::config_from(&files[g[0]].procedure, model.entry.family, &model.x_ref)
                 .map(|(c, _)| Tokenizer::new(model.denoiser.as_ref(), &c, model.shape()).nfe() as u64)
                 .unwrap_or(0)
         })

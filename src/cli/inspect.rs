@@ -37,7 +37,12 @@ pub fn run(args: InspectArgs) -> Result<()> {
             };
             let mut v = serde_json::to_value(&st.file)?;
             v["settings"] = source.clone().into();
-            (v, format!("{}\n{container}\nsettings: {source}", st.file))
+            let mut text = format!("{}\n{container}\nsettings: {source}", st.file);
+            if let Some(note) = x_ref_note(&st.file) {
+                text.push_str(&format!("\nx_ref:      {note}"));
+                v["x_ref"] = note.into();
+            }
+            (v, text)
         }
         Err(e) => (
             serde_json::json!({ "resolved": false, "error": format!("{e:#}") }),
@@ -64,6 +69,24 @@ pub fn run(args: InspectArgs) -> Result<()> {
     Ok(())
 }
 
+/// Whose reference image a file's x_ref hash names (SPEC 7): the training-set mean the file's
+/// model ships, or a hash this installation does not hold.
+fn x_ref_note(tf: &TokenFile) -> Option<String> {
+    let (gddcm::format::InitStrategy::I2 { x_ref } | gddcm::format::InitStrategy::I3 { x_ref, .. }) = tf.procedure.init
+    else {
+        return None;
+    };
+    let gddcm::format::XRef::Image { sha256 } = x_ref else { return None };
+    let lookup = zoo::entry(&tf.model.name).ok().and_then(|e| e.reference(None).ok());
+    Some(match lookup {
+        Some(l) if l.image.as_ref().is_some_and(|i| i.sha256 == sha256) => {
+            format!("{} ({})", l.image.map(|i| i.description).unwrap_or_default(), l.places)
+        }
+        Some(l) => format!("not the reference image model '{}' ships here (looked in {})", tf.model.name, l.places),
+        None => format!("model '{}' is not known here", tf.model.name),
+    })
+}
+
 /// What `inspect` can tell of the settings that made a token file, which has no field for it:
 /// whether its procedure is the DDCM baseline, the model's shipped profile or the defaults for
 /// its p (each at the file's K, N and seed).
@@ -85,8 +108,9 @@ fn settings_source(tf: &TokenFile) -> String {
         return DDCM_SOURCE.into();
     }
     let marginal = entry.marginal();
+    let mean = entry.reference(None).ok().and_then(|r| r.image);
     let with_file = |s: Settings| Settings { k: pr.k, n: pr.n, seed: pr.seed, ..s };
-    let matches = |s: Settings| with_file(s).to_config(family, &marginal).is_ok_and(|c| same(&c));
+    let matches = |s: Settings| with_file(s).to_config_with(family, &marginal, mean.as_ref()).is_ok_and(|c| same(&c));
     let shipped = entry.shipped_profile(None).ok().flatten();
     if let Some((s, origin)) = &shipped {
         if matches(s.clone()) {

@@ -17,6 +17,7 @@ mod rd;
 mod roundtrip;
 mod sample;
 mod search;
+mod xref;
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +60,10 @@ enum Command {
     /// End-to-end speed: encode and decode images per second for each model at N
     /// tokens and each batch size, with the time split between network, codebook and the rest.
     Bench(bench::BenchArgs),
+    /// Compute a model's training-set mean reference image x_ref (of the I2/I3 initial points)
+    /// in its value range and layout, as the x_ref.safetensors shipped beside its weights.
+    #[command(name = "x-ref")]
+    XRef(xref::XRefArgs),
 }
 
 /// The command line, with the help of the tokenizing commands saying which settings the
@@ -87,6 +92,12 @@ fn settings_help() -> String {
             v.push(format!("σ_max = {:.3}, ρ = {:.3}", s.sigma_max, s.rho));
         }
         v.push(format!("init {:?}", s.init));
+        if s.x_ref != gddcm::profile::XRefKind::Zeros {
+            v.push(format!("x_ref {:?}", s.x_ref));
+        }
+        if s.score_region != gddcm::profile::ScoreKind::Input {
+            v.push(format!("eq. 14 scored on the {:?} region", s.score_region));
+        }
         v.join(", ")
     };
     let name = gddcm::zoo::default_model();
@@ -120,5 +131,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Search(a) => search::run(a),
         Command::Rd(a) => rd::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::XRef(a) => xref::run(a),
     }
 }

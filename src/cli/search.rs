@@ -120,7 +120,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
     let mut log: Vec<serde_json::Value> = Vec::new();
     let total = 1 + args.trials;
     let objective = |s: &Settings| -> Result<f64> {
-        let cfg = s.to_config(family, model.denoiser.marginal())?;
+        let cfg = model.config(s)?;
         gddcm::search::score_images(&model, &cfg, &data, metric, &opts, &dev)
     };
     let result = random_then_coordinate(&base, &space, &sopts, objective, |t, best| {

@@ -9,7 +9,7 @@
 //! - pursuit: the `M` indices in the order chosen, `⌈log2 K⌉` bits each, then the `M − 1`
 //!   weight levels, `C` bits each.
 //!
-//! The header names the rule in extension record 1 ([`super::EXT_ATOMS`]): `u8` kind (1 top-M,
+//! The header names the rule in extension record 1 ([`super::EXT_ATOM_RULE`]): `u8` kind (1 top-M,
 //! 2 pursuit), `u8 M`, and for the pursuit `u8 C`.
 
 use crate::atoms::{binomial, bits_below, index_bits, subset_rank, subset_unrank, AtomRule};

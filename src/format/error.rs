@@ -26,7 +26,7 @@ pub enum FormatError {
     UnsupportedVersion {
         /// The version stored in the file.
         found: u16,
-        /// The newest version this reader supports ([`super::FORMAT_VERSION_FIT`]).
+        /// The newest version this reader supports ([`super::FORMAT_VERSION_EXT`]).
         supported: u16,
     },
 
@@ -130,6 +130,16 @@ pub enum FormatError {
         n: u32,
         /// The sum of the schedule's repeats.
         sum: u64,
+    },
+
+    /// A version-3 extension record this reader does not support (the procedure it describes
+    /// could not be replayed, so the file is refused rather than decoded differently).
+    #[error("unsupported extension record {tag} in field `extensions`: {detail}")]
+    UnsupportedExtension {
+        /// The record's tag.
+        tag: u8,
+        /// Which records this reader knows, or why this one is refused.
+        detail: String,
     },
 
     /// Two fields contradict each other (e.g. `p > 0` with Algorithm-2 data).

@@ -25,11 +25,14 @@
 //! | mixing | u8: 0 Σ-mix (eq. 21), 1 σ-mix (SPEC 2.2) |
 //! | clip_x0 | u8: 0 or 1 |
 //! | algorithm | u8: 1 Algorithm 1 (p > 0): f64 T_r, f64 T_t, f64 ρ; 2 Algorithm 2 (p = 0): f64 T_s, u32 count, count × (f64 Δ, u32 repeats) |
-//! | init | u8: 1 I1; 2 I2: u8 x_ref; 3 I3: u8 x_ref, u32 K0, u32 j0 (SPEC 7); x_ref: 0 zeros, 1 dataset mean |
+//! | init | u8: 1 I1; 2 I2: x_ref; 3 I3: x_ref, u32 K0, u32 j0 (SPEC 7) |
+//! | x_ref (inside init) | u8: 0 zeros; 1 "dataset mean" (unnamed, refused by every decoder: it does not say which mean); 2 a reference image named by its values: 32 bytes SHA-256 of its `f32` values, little-endian, in the model's `[C, H, W]` layout ([`crate::reference`]) |
 //! | final sampler | u8: 0 DDIM, 1 Heun, 2 one step, 3 Euler; u32 steps; f64 ρ (SPEC 2.7) |
 //! | compute dtype | u8: 0 f32, 1 f16, 2 bf16 |
 //! | image | u8 channels (1 or 3), u32 height, u32 width, f32 lo, f32 hi |
-//! | fit (version 2 only) | u8 mode: 0 crop, 1 pad, 2 resize; u32 width, u32 height of the original image |
+//! | fit (version 2) | u8 mode: 0 crop, 1 pad, 2 resize; u32 width, u32 height of the original image |
+//! | fit (version 3) | u8 flag: 0 no fit, 1 the version-2 fit block follows |
+//! | extensions (version 3 only) | u8 count (≥ 1), then count records `u8 tag, u16 length, length bytes`, tags strictly increasing |
 //! | tokens | `⌈B/8⌉` bytes, `B = ⌈N·log2 K⌉`: the integer `Σ t_i K^i` little-endian, zero padded ([`packed_bits`]) |
 //! | checksum | u32 CRC-32 (IEEE) of every byte before it |
 //!
@@ -38,12 +41,16 @@
 //! without a fit is written as version 1, so files of earlier releases and files written now
 //! without `--fit` are the same bytes.
 //!
-//! Version 3 adds extension records: after the image comes `u8` fit present (0/1), the fit
-//! block if present, then `u8` count (≥ 1) of records `u8 tag, u16 length, body`, tags
-//! increasing. Tag 1 ([`EXT_ATOMS`]) is the atom rule of several atoms per step (SPEC 2.4a):
-//! `u8` kind (1 top-M, 2 pursuit), `u8 M`, and for the pursuit `u8 C`; its payload is `N` steps
-//! of whole-bit fields (SPEC 6). Unknown tags are refused. A file that needs no record is
-//! written as version 1 or 2.
+//! Version 3 is version 2 with the fit block behind a flag, followed by extension records: the
+//! way to add a procedure option without another version. A reader refuses a record it does not
+//! know (the procedure would not be fully described otherwise), so a record is only written when
+//! its option differs from the version-1 behaviour, and a file without records is written as
+//! version 1 or 2, byte for byte as before. Records:
+//!
+//! | tag | option | body |
+//! |---|---|---|
+//! | 1 | the atom rule: several atoms per step (SPEC 2.4a; payload: `N` steps of whole-bit fields, SPEC 6) | u8 kind (1 top-M, 2 pursuit), u8 M, and for the pursuit u8 C |
+//! | 2 | eq. 14 scores only the image ([`ScoreRegion::Image`], SPEC 2.4) | u8 mode = 1: the image's `H × W` centred in the model's input; the background margin around a smaller image, `(input side − H)/2` on each side, is not scored |
 //!
 //! The encoding is canonical: [`TokenFile::from_bytes`] accepts exactly the byte strings that
 //! [`TokenFile::to_bytes`] produces, so re-serialising a parsed file gives the same bytes.
@@ -79,11 +86,13 @@ pub const MAGIC: [u8; 6] = *b"GDDCM\0";
 pub const FORMAT_VERSION: u16 = 1;
 /// The version of a file that records a [`Fit`] (version 1 plus the fit block).
 pub const FORMAT_VERSION_FIT: u16 = 2;
-/// The version of a file with extension records (version 2 with the fit block optional,
-/// then the records): written only when a record is needed.
+/// The version of a file with extension records (version 2 with an optional fit block, then
+/// the records; see the module docs).
 pub const FORMAT_VERSION_EXT: u16 = 3;
-/// Extension record 1: the atom rule of several atoms per step (SPEC 2.4a).
-pub const EXT_ATOMS: u8 = 1;
+/// Extension record tag of the atom rule (several atoms per step, SPEC 2.4a).
+pub const EXT_ATOM_RULE: u8 = 1;
+/// Extension record tag of the score region ([`ScoreRegion`]).
+pub const EXT_SCORE_REGION: u8 = 2;
 /// Longest model name, in UTF-8 bytes (SPEC 5 G3, model identity).
 pub const MAX_NAME_LEN: usize = 255;
 /// Smallest codebook size K (one bit per token, SPEC 6).
@@ -108,10 +117,11 @@ pub const MAX_DDPM_STEPS: u32 = 1 << 20;
 /// Largest step count of the final sampler (SPEC 2.7).
 pub const MAX_SAMPLER_STEPS: u32 = 1 << 16;
 /// Largest size of a valid token file, in bytes (SPEC 6; used by [`TokenFile::read`]): the
-/// fixed fields (at most 145 bytes), the longest name, the longest Algorithm-2 schedule and the
-/// largest payload (N = 2^20 tokens of 24 bits).
+/// fixed fields (at most 192 bytes: an I3 init with a hashed x_ref, a version-3 fit block and
+/// the score-region record included), the longest name, the longest Algorithm-2 schedule and
+/// the largest payload (N = 2^20 tokens of 24 bits).
 pub const MAX_FILE_BYTES: u64 =
-    160 + MAX_NAME_LEN as u64 + 12 * MAX_SCHEDULE_ENTRIES as u64 + (MAX_N as u64 * 24).div_ceil(8);
+    192 + MAX_NAME_LEN as u64 + 12 * MAX_SCHEDULE_ENTRIES as u64 + (MAX_N as u64 * 24).div_ceil(8);
 
 /// Diffusion model family (SPEC 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,10 +246,38 @@ pub enum Algorithm {
 /// Reference image `x_ref` of the I2/I3 initial points (SPEC 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum XRef {
-    /// All zeros (mid-gray), the default.
+    /// All zeros (mid-gray), the default (tag 0).
     Zeros,
-    /// The training-set mean image.
+    /// "The training-set mean image" without saying which (tag 1): kept so that such files
+    /// parse, but no decoder can run them, since the bits of the mean are not pinned.
     DatasetMean,
+    /// A reference image both sides hold, named by the SHA-256 of its `f32` values (tag 2; the
+    /// bundled models ship their training-set mean, [`crate::reference`]).
+    Image {
+        /// SHA-256 of the values, little-endian, in the model's `[C, H, W]` layout.
+        #[serde(with = "hex32")]
+        sha256: [u8; 32],
+    },
+}
+
+/// Which elements of the residual `x_tgt − x0h` eq. 14 scores (SPEC 2.4). The codewords are the
+/// same either way; only the encoder's choice differs, so a decoder needs the option only to
+/// describe the procedure fully (SPEC 5 G3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ScoreRegion {
+    /// Every element of the model's input, as the paper writes eq. 14 (no extension record).
+    #[default]
+    Input,
+    /// Only the image: its `H × W` centred in the model's input, not the background margin of a
+    /// smaller image (extension record 2, format version 3).
+    Image,
+}
+
+impl ScoreRegion {
+    /// Whether this is the default (for `skip_serializing_if`).
+    pub fn is_input(&self) -> bool {
+        *self == ScoreRegion::Input
+    }
 }
 
 /// Initial point strategy (SPEC 7).
@@ -327,6 +365,10 @@ pub struct Procedure {
     /// left out of JSON, so descriptions of one-atom procedures read as before).
     #[serde(default, skip_serializing_if = "AtomRule::is_single")]
     pub atoms: AtomRule,
+    /// Which elements eq. 14 scores (SPEC 2.4; a version-3 extension record when not the
+    /// default).
+    #[serde(default, skip_serializing_if = "ScoreRegion::is_input")]
+    pub score_region: ScoreRegion,
 }
 
 /// Shape and value range of the image (SPEC 0).
@@ -394,6 +436,7 @@ pub struct Fit {
 ///         sampler: FinalSampler { kind: SamplerKind::Ddim, steps: 1, rho: 1.0 },
 ///         dtype: ComputeDtype::F32,
 ///         atoms: AtomRule::Single,
+///         score_region: ScoreRegion::Input,
 ///     },
 ///     image: ImageSpec { channels: 3, height: 32, width: 32, lo: -1.0, hi: 1.0 },
 ///     tokens: (0..300).map(|i| (i * 7) % 1000).collect(),
@@ -738,23 +781,6 @@ impl TokenFile {
         Ok(())
     }
 
-    /// The version this file is written as: 3 when it needs an extension record, else 2 with
-    /// a fit, else 1 (so files without either are the bytes earlier releases wrote).
-    pub fn version(&self) -> u16 {
-        if !self.extensions().is_empty() {
-            FORMAT_VERSION_EXT
-        } else if self.fit.is_some() {
-            FORMAT_VERSION_FIT
-        } else {
-            FORMAT_VERSION
-        }
-    }
-
-    /// The extension records of a version-3 header, in increasing tag order.
-    fn extensions(&self) -> Vec<(u8, Vec<u8>)> {
-        atoms::record(self.procedure.atoms).map(|body| (EXT_ATOMS, body)).into_iter().collect()
-    }
-
     /// Bits of the token payload: `⌈N·log2 K⌉` (SPEC 6), not counting header, padding to a
     /// whole byte, or the `log2 K0` of an I3 init index.
     pub fn payload_bits(&self) -> u64 {
@@ -820,6 +846,31 @@ impl TokenFile {
         }
     }
 
+    /// The extension records the procedure needs, by increasing tag (format version 3): one
+    /// per option that differs from the version-1 behaviour.
+    fn extensions(&self) -> Vec<(u8, Vec<u8>)> {
+        let mut ext = Vec::new();
+        if let Some(body) = atoms::record(self.procedure.atoms) {
+            ext.push((EXT_ATOM_RULE, body));
+        }
+        if self.procedure.score_region == ScoreRegion::Image {
+            ext.push((EXT_SCORE_REGION, vec![1]));
+        }
+        ext
+    }
+
+    /// The format version this file is written in: 3 with extension records, else 2 with a
+    /// fit, else 1 (so files without the newer options keep their earlier bytes).
+    pub fn version(&self) -> u16 {
+        if !self.extensions().is_empty() {
+            FORMAT_VERSION_EXT
+        } else if self.fit.is_some() {
+            FORMAT_VERSION_FIT
+        } else {
+            FORMAT_VERSION
+        }
+    }
+
     fn write_header(&self, w: &mut Vec<u8>) {
         let m = &self.model;
         w.extend_from_slice(&MAGIC);
@@ -880,19 +931,23 @@ impl TokenFile {
                 }
             }
         }
-        let xref_tag = |x: XRef| match x {
-            XRef::Zeros => 0u8,
-            XRef::DatasetMean => 1,
+        let write_xref = |w: &mut Vec<u8>, x: XRef| match x {
+            XRef::Zeros => w.push(0),
+            XRef::DatasetMean => w.push(1),
+            XRef::Image { sha256 } => {
+                w.push(2);
+                w.extend_from_slice(&sha256);
+            }
         };
         match pr.init {
             InitStrategy::I1 => w.push(1),
             InitStrategy::I2 { x_ref } => {
                 w.push(2);
-                w.push(xref_tag(x_ref));
+                write_xref(w, x_ref);
             }
             InitStrategy::I3 { x_ref, k0, j0 } => {
                 w.push(3);
-                w.push(xref_tag(x_ref));
+                write_xref(w, x_ref);
                 w.extend_from_slice(&k0.to_le_bytes());
                 w.extend_from_slice(&j0.to_le_bytes());
             }
@@ -929,9 +984,9 @@ impl TokenFile {
             w.extend_from_slice(&fit.height.to_le_bytes());
         }
         if version == FORMAT_VERSION_EXT {
-            let records = self.extensions();
-            w.push(records.len() as u8);
-            for (tag, body) in records {
+            let ext = self.extensions();
+            w.push(ext.len() as u8);
+            for (tag, body) in ext {
                 w.push(tag);
                 w.extend_from_slice(&(body.len() as u16).to_le_bytes());
                 w.extend_from_slice(&body);
@@ -1076,7 +1131,12 @@ impl TokenFile {
             match r.u8("procedure.init.x_ref")? {
                 0 => Ok(XRef::Zeros),
                 1 => Ok(XRef::DatasetMean),
-                tag => Err(invalid_tag("procedure.init.x_ref", tag, "0 (zeros), 1 (dataset mean)")),
+                2 => Ok(XRef::Image { sha256: r.array("procedure.init.x_ref.sha256")? }),
+                tag => Err(invalid_tag(
+                    "procedure.init.x_ref",
+                    tag,
+                    "0 (zeros), 1 (dataset mean, unnamed), 2 (reference image named by SHA-256)",
+                )),
             }
         };
         let init = match r.u8("procedure.init")? {
@@ -1110,6 +1170,7 @@ impl TokenFile {
             2 => ComputeDtype::BF16,
             tag => return Err(invalid_tag("procedure.dtype", tag, "0 (f32), 1 (f16), 2 (bf16)")),
         };
+        // The score region comes from an extension record (version 3), read after the image.
         let mut procedure = Procedure {
             codebook_generator,
             seed,
@@ -1123,6 +1184,7 @@ impl TokenFile {
             sampler,
             dtype,
             atoms: AtomRule::Single,
+            score_region: ScoreRegion::Input,
         };
 
         // Image.
@@ -1135,12 +1197,13 @@ impl TokenFile {
         };
         check_image(&image)?;
         let has_fit = match version {
+            FORMAT_VERSION_FIT => true,
             FORMAT_VERSION_EXT => match r.u8("fit.present")? {
                 0 => false,
                 1 => true,
-                tag => return Err(invalid_tag("fit.present", tag, "0 (no fit) or 1")),
+                tag => return Err(invalid_tag("fit.present", tag, "0 (no fit block), 1 (a fit block follows)")),
             },
-            v => v == FORMAT_VERSION_FIT,
+            _ => false,
         };
         let fit = if has_fit {
             let mode = match r.u8("fit.mode")? {
@@ -1156,38 +1219,8 @@ impl TokenFile {
         } else {
             None
         };
-
         if version == FORMAT_VERSION_EXT {
-            let count = r.u8("extensions.count")?;
-            let mut last = 0u8;
-            for _ in 0..count {
-                let tag = r.u8("extension.tag")?;
-                let len = r.u16("extension.length")?;
-                let body = r.take(u64::from(len), "extension.body")?;
-                if tag <= last {
-                    return Err(FormatError::Inconsistent {
-                        field: "extension.tag",
-                        reason: format!(
-                            "records must come in increasing tag order, each once; found {tag} after {last}"
-                        ),
-                    });
-                }
-                last = tag;
-                match tag {
-                    EXT_ATOMS => {
-                        procedure.atoms = atoms::parse_record(body, k)?;
-                        check_atoms(procedure.atoms, k, n)?;
-                    }
-                    tag => return Err(invalid_tag("extension.tag", tag, "1 (atom rule)")),
-                }
-            }
-            // Canonical: version 3 only when a record is needed (else version 1 or 2).
-            if count == 0 {
-                return Err(FormatError::Inconsistent {
-                    field: "extensions.count",
-                    reason: "a version-3 file holds at least one extension record (without any it is written as version 1 or 2)".into(),
-                });
-            }
+            read_extensions(&mut r, &mut procedure)?;
         }
 
         // Payload, checksum, nothing else.
@@ -1228,6 +1261,63 @@ impl TokenFile {
         }
         TokenFile::from_bytes(&bytes)
     }
+}
+
+/// Reads the extension records of a version-3 file into `procedure` (module docs). Canonical:
+/// at least one record (a file without is version 1 or 2), tags strictly increasing, each body
+/// exactly as long as its tag defines, and no record that states the default.
+fn read_extensions(r: &mut Reader, procedure: &mut Procedure) -> Result<(), FormatError> {
+    let count = r.u8("extensions.count")?;
+    if count == 0 {
+        return Err(out_of_range(
+            "extensions.count",
+            "at least 1 in a version-3 file (a file without extension records is written as version 1 or 2)",
+            0,
+        ));
+    }
+    let mut last: Option<u8> = None;
+    for _ in 0..count {
+        let tag = r.u8("extensions.tag")?;
+        let len = r.u16("extensions.length")?;
+        let body = r.take(u64::from(len), "extensions.body")?;
+        if let Some(prev) = last.filter(|&p| tag <= p) {
+            return Err(FormatError::Inconsistent {
+                field: "extensions.tag",
+                reason: format!("record {tag} follows record {prev}: records must have strictly increasing tags"),
+            });
+        }
+        last = Some(tag);
+        match tag {
+            EXT_ATOM_RULE => {
+                procedure.atoms = atoms::parse_record(body, procedure.k)?;
+                check_atoms(procedure.atoms, procedure.k, procedure.n)?;
+            }
+            EXT_SCORE_REGION => {
+                if body.len() != 1 {
+                    return Err(out_of_range("extensions.score_region.length", "1 byte", format!("{len} bytes")));
+                }
+                procedure.score_region = match body[0] {
+                    1 => ScoreRegion::Image,
+                    mode => {
+                        return Err(invalid_tag(
+                            "extensions.score_region.mode",
+                            mode,
+                            "1 (the image only; the whole input is the default and has no record)",
+                        ))
+                    }
+                };
+            }
+            _ => {
+                return Err(FormatError::UnsupportedExtension {
+                    tag,
+                    detail: format!(
+                        "this reader knows records {EXT_ATOM_RULE} (atom rule) and {EXT_SCORE_REGION} (score region); a newer gddcm wrote this file"
+                    ),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 fn invalid_tag(field: &'static str, tag: u8, expected: &'static str) -> FormatError {
@@ -1374,8 +1464,9 @@ impl fmt::Display for TokenFile {
             }
         }
         let xref = |x: XRef| match x {
-            XRef::Zeros => "zeros",
-            XRef::DatasetMean => "dataset mean",
+            XRef::Zeros => "zeros".to_string(),
+            XRef::DatasetMean => "dataset mean (unnamed: no decoder can run it)".to_string(),
+            XRef::Image { sha256 } => format!("image with values SHA-256 {}", hex(&sha256)),
         };
         match pr.init {
             InitStrategy::I1 => writeln!(f, "init:       I1 (scaled noise)")?,
@@ -1396,6 +1487,12 @@ impl fmt::Display for TokenFile {
             ComputeDtype::BF16 => "bf16",
         };
         writeln!(f, "sampler:    {kind}, {} steps, ρ = {}; compute dtype {dtype}", pr.sampler.steps, pr.sampler.rho)?;
+        if pr.score_region == ScoreRegion::Image {
+            writeln!(
+                f,
+                "scoring:    eq. 14 on the image only, not the margin around it (extension {EXT_SCORE_REGION})"
+            )?;
+        }
         writeln!(
             f,
             "image:      {}×{}×{} (C×H×W), values [{}, {}]",
