@@ -379,6 +379,8 @@ pub fn crc16(bytes: &[u8]) -> u16 {
 
 /// A token file in either form, as read from disk.
 #[derive(Debug, Clone, PartialEq)]
+// One value per file read: boxing the full form would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Container {
     /// The full, self-describing header (format version 1).
     Full(TokenFile),
