@@ -61,7 +61,7 @@ pub fn run(args: RoundtripArgs) -> Result<()> {
     let recon = decode_files(&files, None, &tok.run, Some(&model))?;
     let names: Vec<String> = done.iter().map(|(p, _, _)| escape_untrusted(&stem(p))).collect();
     let w = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).max(5);
-    println!("{:<w$} {:>9} {:>8} {:>8} {:>8}  {}", "image", "file bpp", "bpp", "PSNR", "SSIM", "point");
+    println!("{:<w$} {:>9} {:>8} {:>8} {:>8}  point", "image", "file bpp", "bpp", "PSNR", "SSIM");
     let (mut sp, mut ss, mut sb, mut sf) = (0.0, 0.0, 0.0, 0.0);
     for (((((_, file, orig), rec), name), png), st) in done.iter().zip(&recon).zip(&names).zip(&pngs).zip(&stored) {
         let (p, s) = (psnr(&to_metric(orig)?, &to_metric(rec)?)?, ssim(&to_metric(orig)?, &to_metric(rec)?)?);
