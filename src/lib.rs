@@ -17,9 +17,12 @@
 //! - [`metrics`]: PSNR, SSIM, MS-SSIM, LPIPS, FID/IS and offline stand-ins.
 //! - [`data`], [`zoo`]: image IO and datasets; named models and their files.
 //! - [`search`]: the parameter search of SPEC 8 (`gddcm search`).
-//! - [`rd`]: rate–distortion sweeps over K × N and their plots (`gddcm rd`).
+//! - [`rd`]: rate–distortion sweeps over K × N and their plots (`gddcm rd`); the model's
+//!   ladder against the [`classic`] codecs, with [`bdrate`] (Bjøntegaard delta rates).
 
 pub mod atomic;
+pub mod bdrate;
+pub mod classic;
 pub mod codebook;
 pub mod codec;
 pub mod data;
