@@ -18,10 +18,13 @@
 //! - [`data`], [`zoo`]: image IO and datasets; named models and their files.
 //! - [`reference`]: the dataset-mean reference image `x_ref` of the I2/I3 initial points (SPEC 7).
 //! - [`search`]: the parameter search of SPEC 8 (`gddcm search`).
-//! - [`rd`]: rate–distortion sweeps over K × N and their plots (`gddcm rd`).
+//! - [`rd`]: rate–distortion sweeps over K × N and their plots (`gddcm rd`); the model's
+//!   ladder against the [`classic`] codecs, with [`bdrate`] (Bjøntegaard delta rates).
 
 pub mod atomic;
 pub mod atoms;
+pub mod bdrate;
+pub mod classic;
 pub mod codebook;
 pub mod codec;
 pub mod data;

@@ -8,6 +8,9 @@
 //! (text rasterised with ab_glyph from a TrueType font found at run time under
 //! `/usr/share/fonts` or `$GDDCM_FONT`; without one the PNG is drawn without text and the
 //! SVG keeps the labels).
+//!
+//! [`compare`] puts the model's shipped operating points (its ladder) beside the classic
+//! codecs ([`crate::classic`]) on the same images, with BD-rates ([`crate::bdrate`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -22,6 +25,8 @@ use crate::data::{write_atomic, Dataset};
 use crate::eval::{evaluate, EvalOptions, EvalReport};
 use crate::profile::{InitKind, Settings};
 use crate::zoo::LoadedModel;
+
+pub mod compare;
 
 /// One point of the sweep: a `(p, K, N)` and its evaluation.
 #[derive(Debug, Clone, Serialize)]
@@ -144,7 +149,7 @@ fn find_ttf(dir: &Path, depth: usize) -> Vec<PathBuf> {
     out
 }
 
-/// A quality metric the plot can show (one panel each).
+/// A quality metric the sweep's plot can show (one panel each).
 struct Panel {
     name: &'static str,
     get: fn(&EvalReport) -> Option<f64>,
@@ -157,7 +162,7 @@ const PANELS: [Panel; 4] = [
     Panel { name: "classifier FD (stand-in) ↓", get: |r| r.classifier_fd },
 ];
 
-/// One plotted line: its label, its p and its `(bpp, value)` points.
+/// One sweep line: its label, its p and its `(bpp, value)` points.
 type Line = (String, f64, Vec<(f64, f64)>);
 
 /// One line per `(p, N)`, K growing along it.
@@ -177,6 +182,36 @@ fn series(sw: &RdSweep, get: fn(&EvalReport) -> Option<f64>) -> Vec<Line> {
     lines
 }
 
+/// One curve of a plot panel.
+#[derive(Debug, Clone)]
+pub struct PlotLine {
+    pub label: String,
+    pub color: RGBColor,
+    /// `(bits per pixel, value)`, drawn in this order.
+    pub points: Vec<(f64, f64)>,
+    /// Radius of the point markers (a curve of one point is only its marker).
+    pub marker: u32,
+}
+
+/// One panel: a quality measure against bits per pixel.
+#[derive(Debug, Clone)]
+pub struct PlotPanel {
+    pub title: String,
+    pub lines: Vec<PlotLine>,
+}
+
+/// Colours of the plots' curves, in order.
+pub const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+];
+
 fn bounds(vals: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
     if !lo.is_finite() {
@@ -186,63 +221,40 @@ fn bounds(vals: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, sw: &RdSweep, text: bool) -> Result<()>
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, title: &str, panels: &[PlotPanel], text: bool) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the plot: {e:?}");
     root.fill(&WHITE).map_err(err)?;
-    let panels: Vec<&Panel> = PANELS.iter().filter(|p| !series(sw, p.get).is_empty()).collect();
     ensure!(!panels.is_empty(), "no point has a metric to plot");
-    let root = if text {
-        root.titled(&format!("{} ({}): rate–distortion, {} images", sw.model, sw.family, sw.images), ("sans-serif", 22))
-            .map_err(err)?
-    } else {
-        root
-    };
+    let root = if text { root.titled(title, ("sans-serif", 22)).map_err(err)? } else { root };
     let areas = root.split_evenly((1, panels.len()));
-    let palette = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
-    let ps: Vec<f64> = {
-        let mut v: Vec<f64> = sw.points.iter().map(|p| p.p).collect();
-        v.dedup();
-        v
-    };
     for (area, panel) in areas.iter().zip(panels) {
-        let lines = series(sw, panel.get);
-        let (x0, x1) = bounds(lines.iter().flat_map(|l| l.2.iter().map(|p| p.0)));
-        let (y0, y1) = bounds(lines.iter().flat_map(|l| l.2.iter().map(|p| p.1)));
+        let (x0, x1) = bounds(panel.lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)));
+        let (y0, y1) = bounds(panel.lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)));
         let mut builder = ChartBuilder::on(area);
         builder.margin(12);
         if text {
-            builder.caption(panel.name, ("sans-serif", 18)).x_label_area_size(40).y_label_area_size(55);
+            builder.caption(&panel.title, ("sans-serif", 18)).x_label_area_size(40).y_label_area_size(55);
         }
         let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?;
         let mut mesh = chart.configure_mesh();
         if text {
-            mesh.x_desc("bits per pixel").y_desc(panel.name);
+            mesh.x_desc("bits per pixel").y_desc(&panel.title);
         } else {
             mesh.x_labels(0).y_labels(0);
         }
         mesh.draw().map_err(err)?;
-        let n_values: Vec<u32> = {
-            let mut v: Vec<u32> = sw.points.iter().map(|p| p.n).collect();
-            v.sort_unstable();
-            v.dedup();
-            v
-        };
-        for (label, p, pts) in lines {
-            let pi = ps.iter().position(|&q| q == p).unwrap_or(0);
-            let ni = n_values.iter().position(|&n| label.ends_with(&format!("N={n}"))).unwrap_or(0);
-            // Colour by p, lighter for fewer tokens.
-            let base = palette[pi % palette.len()];
-            let f = 0.45 + 0.55 * (ni + 1) as f64 / n_values.len() as f64;
-            let mix = |c: u8| (255.0 - (255.0 - c as f64) * f) as u8;
-            let color = RGBColor(mix(base.0), mix(base.1), mix(base.2));
-            let s = chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2))).map_err(err)?;
+        for line in &panel.lines {
+            let color = line.color;
+            let s = chart.draw_series(LineSeries::new(line.points.clone(), color.stroke_width(2))).map_err(err)?;
             if text {
-                s.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                s.label(line.label.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
             }
-            chart.draw_series(pts.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled()))).map_err(err)?;
+            let r = line.marker;
+            chart.draw_series(line.points.iter().map(|&(x, y)| Circle::new((x, y), r, color.filled()))).map_err(err)?;
         }
         if text {
             chart
@@ -259,22 +271,58 @@ where
     Ok(())
 }
 
-/// Writes the sweep's plot as SVG and PNG (each written atomically). Returns whether the PNG
-/// has text (a TrueType font was found).
-pub fn plot(sw: &RdSweep, svg: &Path, png: &Path) -> Result<bool> {
+/// Draws `panels` side by side under `title` as SVG and PNG (each written atomically). Returns
+/// whether the PNG has text (a TrueType font was found).
+pub fn plot_panels(title: &str, panels: &[PlotPanel], svg: &Path, png: &Path) -> Result<bool> {
     let text = font_ready();
-    let panels = PANELS.iter().filter(|p| !series(sw, p.get).is_empty()).count().max(1) as u32;
-    let size = (460 * panels, 440);
+    let size = (460 * panels.len().max(1) as u32, 440);
     let mut s = String::new();
-    draw(SVGBackend::with_string(&mut s, size).into_drawing_area(), sw, text)?;
+    draw(SVGBackend::with_string(&mut s, size).into_drawing_area(), title, panels, text)?;
     write_atomic(svg, s.as_bytes())?;
     let mut buf = vec![0u8; size.0 as usize * size.1 as usize * 3];
-    draw(BitMapBackend::with_buffer(&mut buf, size).into_drawing_area(), sw, text)?;
+    draw(BitMapBackend::with_buffer(&mut buf, size).into_drawing_area(), title, panels, text)?;
     let img = image::RgbImage::from_raw(size.0, size.1, buf).context("plot buffer size")?;
     let mut bytes = std::io::Cursor::new(Vec::new());
     img.write_to(&mut bytes, image::ImageFormat::Png).context("encoding the PNG plot")?;
     write_atomic(png, bytes.get_ref())?;
     Ok(text)
+}
+
+/// Writes the sweep's plot as SVG and PNG (each written atomically): one panel per metric any
+/// point has, one line per `(p, N)` coloured by p, lighter for fewer tokens. Returns whether
+/// the PNG has text (a TrueType font was found).
+pub fn plot(sw: &RdSweep, svg: &Path, png: &Path) -> Result<bool> {
+    let ps: Vec<f64> = {
+        let mut v: Vec<f64> = sw.points.iter().map(|p| p.p).collect();
+        v.dedup();
+        v
+    };
+    let n_values: Vec<u32> = {
+        let mut v: Vec<u32> = sw.points.iter().map(|p| p.n).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let panels: Vec<PlotPanel> = PANELS
+        .iter()
+        .map(|panel| {
+            let lines = series(sw, panel.get)
+                .into_iter()
+                .map(|(label, p, points)| {
+                    let pi = ps.iter().position(|&q| q == p).unwrap_or(0);
+                    let ni = n_values.iter().position(|&n| label.ends_with(&format!("N={n}"))).unwrap_or(0);
+                    let base = PALETTE[pi % 4];
+                    let f = 0.45 + 0.55 * (ni + 1) as f64 / n_values.len() as f64;
+                    let mix = |c: u8| (255.0 - (255.0 - c as f64) * f) as u8;
+                    PlotLine { label, color: RGBColor(mix(base.0), mix(base.1), mix(base.2)), points, marker: 3 }
+                })
+                .collect();
+            PlotPanel { title: panel.name.to_string(), lines }
+        })
+        .filter(|p: &PlotPanel| !p.lines.is_empty())
+        .collect();
+    let title = format!("{} ({}): rate–distortion, {} images", sw.model, sw.family, sw.images);
+    plot_panels(&title, &panels, svg, png)
 }
 
 #[cfg(test)]

@@ -28,3 +28,58 @@ fn bad_arguments_are_clear_errors() {
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     }
 }
+
+#[test]
+fn rd_codec_arguments_are_checked_before_any_work() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["rd", "--codecs", "jpeg,png"], "unknown codec 'png' in --codecs (jpeg, webp, avif, jxl or all)"),
+        (&["rd", "--codecs", "jpeg", "-k", "16"], "cannot be used with"),
+        (&["rd", "--codecs", "jpeg", "--levels", "jpeg=0,50"], "0 is outside the range of cjpeg -quality"),
+        (&["rd", "--codecs", "jpeg", "--levels", "webp=50"], "--levels: webp is not among the codecs of this run"),
+        (&["rd", "--codecs", "jpeg", "--levels", "jpeg"], "expected CODEC=VALUE"),
+    ];
+    for (args, want) in cases {
+        let (ok, err) = gddcm(args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(err.contains(want), "{args:?}: expected '{want}' in: {err}");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+}
+
+/// A model folder without operating_points.json has no ladder.
+#[test]
+fn rd_ladder_needs_operating_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/edm");
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(models.join(f), dir.path().join(f)).unwrap();
+    }
+    let (ok, err) = gddcm(&["rd", "--ladder", "-m", "fmnist-edm", "--weights", dir.path().to_str().unwrap()]);
+    assert!(!ok && err.contains("model 'fmnist-edm' ships no operating points"), "{err}");
+}
+
+/// A codec asked for by name whose tool is not on PATH is an error naming the tool and its
+/// Debian package, before any work; with `all` it is skipped with a note.
+#[test]
+fn rd_missing_codec_tools() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = |codecs: &str| {
+        Command::new(env!("CARGO_BIN_EXE_gddcm"))
+            .args(["rd", "--codecs", codecs, "--limit", "2", "-o"])
+            .arg(out.path().join("rd"))
+            .env("PATH", empty.path())
+            .output()
+            .expect("run gddcm")
+    };
+    let o = run("webp");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("`cwebp` not found") && err.contains("apt-get install webp"), "{err}");
+    assert!(!out.path().join("rd").exists(), "nothing is written before the check");
+    let o = run("all");
+    let (stdout, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success() && err.contains("none of the codecs of --codecs is installed"), "{err}");
+    for package in ["libjpeg-turbo-progs", "webp", "libavif-bin", "libjxl-tools"] {
+        assert!(stdout.contains(&format!("apt-get install {package}")), "{stdout}");
+    }
+}
