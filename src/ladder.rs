@@ -42,6 +42,9 @@ pub struct Registry {
     pub model: String,
     /// The operating points, by id.
     pub points: Vec<PointSettings>,
+    /// The point a run with no tokenizer settings uses (else the model's `profile.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<u32>,
 }
 
 /// One shipped operating point as written in the registry.
@@ -71,6 +74,9 @@ pub fn registry(entry: &ModelEntry, dir: &Path) -> Result<Option<Registry>> {
         .with_context(|| format!("{} is not a valid operating-point registry", path.display()))?;
     if reg.model != entry.name {
         return Ok(None);
+    }
+    if let Some(d) = reg.default.filter(|d| !reg.points.iter().any(|p| p.id == *d)) {
+        bail!("{}: the default operating point {d} is not among the points", path.display());
     }
     let mut ids: Vec<u32> = reg.points.iter().map(|p| p.id).collect();
     ids.sort_unstable();

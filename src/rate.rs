@@ -58,6 +58,13 @@ pub fn ladder_of(entry: &ModelEntry, dir: &std::path::Path, sha256: [u8; 32]) ->
     Ok(rungs)
 }
 
+/// The operating point a run with no tokenizer settings uses, if the model names one.
+pub fn default_point(model: &LoadedModel) -> Result<Option<Rung>> {
+    let Some(reg) = ladder::registry(&model.entry, &model.dir)? else { return Ok(None) };
+    let Some(id) = reg.default else { return Ok(None) };
+    Ok(ladder(model)?.into_iter().find(|r| r.point.id == id))
+}
+
 /// The ladder of a loaded model.
 pub fn ladder(model: &LoadedModel) -> Result<Vec<Rung>> {
     ladder_of(&model.entry, &model.dir, model.weights_sha256)

@@ -176,6 +176,24 @@ pub struct TokenizerArgs {
 }
 
 impl TokenizerArgs {
+    /// Whether no tokenizer setting is given (no profile, flag or preset).
+    fn is_bare(&self) -> bool {
+        let numbers = [self.t_start, self.t_end, self.dt_min, self.dt_max, self.sigma_max, self.rho, self.p];
+        let counts = [self.k, self.n, self.intervals, self.k0];
+        self.profile.is_none()
+            && numbers.iter().all(Option::is_none)
+            && counts.iter().all(Option::is_none)
+            && self.seed.is_none()
+            && self.init.is_none()
+            && self.atoms.is_none()
+            && self.x_ref.is_none()
+            && self.score_region.is_none()
+            && !self.sigma_mix
+            && !self.ddcm
+            && self.point.is_none()
+            && self.bpp.is_none()
+    }
+
     /// Every number a flag gives, checked before anything runs: finite and in its range, the
     /// error naming the flag.
     pub fn check_flags(&self) -> Result<()> {
@@ -272,6 +290,13 @@ impl TokenizerArgs {
             ensure!(k >= 2, "K must be at least 2, found {k}");
             return Ok((Config::ddcm(k, self.seed.unwrap_or(d.seed)), DDCM_SOURCE.into()));
         }
+        if self.is_bare() {
+            // No settings at all: the model's default operating point, if it names one.
+            if let Some(r) = gddcm::rate::default_point(model)? {
+                let cfg = model.config(&r.point.settings)?;
+                return Ok((cfg, format!("default operating {} of {}", r.describe(), model.entry.name)));
+            }
+        }
         if let Some(point) = self.point.as_deref().filter(|_| self.k.is_none() && self.seed.is_none()) {
             let rungs = gddcm::rate::ladder(model)?;
             let Some(r) = rungs.iter().find(|r| r.point.name == point || r.point.id.to_string() == point) else {
@@ -282,13 +307,13 @@ impl TokenizerArgs {
                     if known.is_empty() { "none".into() } else { known.join(", ") }
                 );
             };
-            let cfg = r.point.settings.to_config(model.entry.family, model.denoiser.marginal())?;
+            let cfg = model.config(&r.point.settings)?;
             return Ok((cfg, format!("shipped operating {} of {}", r.describe(), model.entry.name)));
         }
         if let Some(bpp) = self.bpp.filter(|_| self.k.is_none() && self.seed.is_none()) {
             let rungs = gddcm::rate::ladder(model)?;
             let r = gddcm::rate::for_bpp(&rungs, bpp, model.entry.name)?;
-            let cfg = r.point.settings.to_config(model.entry.family, model.denoiser.marginal())?;
+            let cfg = model.config(&r.point.settings)?;
             return Ok((cfg, format!("--bpp {bpp}: shipped operating {} of {}", r.describe(), model.entry.name)));
         }
         ensure!(

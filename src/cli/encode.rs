@@ -98,7 +98,7 @@ impl Plan {
             );
         }
         for r in &rungs {
-            let cfg = r.point.settings.to_config(model.entry.family, model.denoiser.marginal())?;
+            let cfg = model.config(&r.point.settings)?;
             check_headers(model, &cfg, inputs)?;
         }
         let source = format!(
@@ -144,7 +144,7 @@ fn encode_to_psnr(
     let dev = device(&run.device)?;
     let mut kept: HashMap<(usize, usize), (TokenFile, Vec<u8>)> = HashMap::new();
     let choice = gddcm::rate::for_psnr(rungs.len(), inputs.len(), target, |r, which| {
-        let cfg = rungs[r].point.settings.to_config(model.entry.family, model.denoiser.marginal())?;
+        let cfg = model.config(&rungs[r].point.settings)?;
         let mut out = Vec::with_capacity(which.len());
         // Same-sized images share a batch.
         let mut order = which.to_vec();

@@ -144,7 +144,7 @@ pub fn run_table1(args: Table1Args) -> Result<()> {
                 None if p > 0.0 => (gddcm::rd::point_settings(&base, p, k, n), "unsearched (T_r = max, I1)".into()),
                 None => (gddcm::rd::point_settings(&base, p, k, n), "profile.json".into()),
             };
-            let cfg = s.to_config(model.entry.family, model.denoiser.marginal())?;
+            let cfg = model.config(&s)?;
             let batches = ds.images.len().div_ceil(run.batch.max(1)) as u64;
             let nfe = 2 * Tokenizer::new(model.denoiser.as_ref(), &cfg, model.shape()).nfe() as u64 * batches;
             let pb = progress(&run, nfe, &format!("{name} p={p}"));
