@@ -8,6 +8,16 @@ fn gddcm(args: &[&str]) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// Each command must fail with an error (not a panic) that contains its expected text.
+fn expect_errors(cases: &[(&[&str], &str)]) {
+    for (args, want) in cases {
+        let (ok, err) = gddcm(args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(err.contains(want), "{args:?}: expected '{want}' in: {err}");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+}
+
 #[test]
 fn bad_arguments_are_clear_errors() {
     let cases: &[(&[&str], &str)] = &[
@@ -21,12 +31,7 @@ fn bad_arguments_are_clear_errors() {
         (&["bench", "--batch", "0"], "batch sizes must be at least 1"),
         (&["search", "--model", "no-such-model"], "unknown model 'no-such-model'"),
     ];
-    for (args, want) in cases {
-        let (ok, err) = gddcm(args);
-        assert!(!ok, "{args:?} should fail");
-        assert!(err.contains(want), "{args:?}: expected '{want}' in: {err}");
-        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    }
+    expect_errors(cases);
 }
 
 #[test]
@@ -38,12 +43,7 @@ fn rd_codec_arguments_are_checked_before_any_work() {
         (&["rd", "--codecs", "jpeg", "--levels", "webp=50"], "--levels: webp is not among the codecs of this run"),
         (&["rd", "--codecs", "jpeg", "--levels", "jpeg"], "expected CODEC=VALUE"),
     ];
-    for (args, want) in cases {
-        let (ok, err) = gddcm(args);
-        assert!(!ok, "{args:?} should fail");
-        assert!(err.contains(want), "{args:?}: expected '{want}' in: {err}");
-        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    }
+    expect_errors(cases);
 }
 
 /// A model folder without operating_points.json has no ladder.
