@@ -568,7 +568,7 @@ pub enum ObjectiveMetric {
     /// Stand-in: 1 − mean SSIM.
     OneMinusSsim,
     /// Minus the mean PSNR (uint8, capped at 100 dB per image as `eval` reports it): the
-    /// objective of a codec's rate–distortion ladder (issue 16, 17).
+    /// objective of a codec's rate–distortion ladder.
     NegPsnr,
 }
 

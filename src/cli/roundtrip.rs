@@ -61,7 +61,7 @@ pub fn run(args: RoundtripArgs) -> Result<()> {
     let recon = decode_files(&files, None, &tok.run, Some(&model))?;
     let names: Vec<String> = done.iter().map(|(p, _, _)| escape_untrusted(&stem(p))).collect();
     let w = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).max(5);
-    println!("{:<w$} {:>9} {:>8} {:>8} {:>8}  point", "image", "file bpp", "bpp", "PSNR", "SSIM");
+    println!("{:<w$} {:>9} {:>8} {:>8} {:>8} {:>6}", "image", "file bpp", "bpp", "PSNR", "SSIM", "point");
     let (mut sp, mut ss, mut sb, mut sf) = (0.0, 0.0, 0.0, 0.0);
     for (((((_, file, orig), rec), name), png), st) in done.iter().zip(&recon).zip(&names).zip(&pngs).zip(&stored) {
         let (p, s) = (psnr(&to_metric(orig)?, &to_metric(rec)?)?, ssim(&to_metric(orig)?, &to_metric(rec)?)?);
@@ -70,12 +70,12 @@ pub fn run(args: RoundtripArgs) -> Result<()> {
         let (bpp, fbpp) = (file.rate_bpp(), st.file_bpp());
         // The shipped operating point a compact file names (none: a full self-describing header).
         let point = st.compact.as_ref().map(|c| c.point.to_string()).unwrap_or_else(|| "—".into());
-        println!("{name:<w$} {fbpp:>9.4} {bpp:>8.4} {p:>8.2} {s:>8.4}  {point}");
+        println!("{name:<w$} {fbpp:>9.4} {bpp:>8.4} {p:>8.2} {s:>8.4} {point:>6}");
         side_by_side(orig, rec, &[&format!("{fbpp:.3} bpp"), &format!("PSNR {p:.2} dB")]).save_png(png)?;
         (sp, ss, sb, sf) = (sp + p, ss + s, sb + bpp, sf + fbpp);
     }
     let n = done.len() as f64;
-    println!("{:<w$} {:>9.4} {:>8.4} {:>8.2} {:>8.4}", "mean", sf / n, sb / n, sp / n, ss / n);
+    println!("{:<w$} {:>9.4} {:>8.4} {:>8.2} {:>8.4} {:>6}", "mean", sf / n, sb / n, sp / n, ss / n, "");
     let first = &files[0].procedure;
     let same = files.iter().all(|f| f.procedure.k == first.k && f.procedure.n == first.n && f.procedure.p == first.p);
     let what =
