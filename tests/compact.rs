@@ -292,6 +292,22 @@ fn shipped_operating_points_are_pinned() {
         ("fmnist-edm", 7, 1_623_474_819),
         ("fmnist-edm", 8, 1_079_602_480),
         ("fmnist-edm", 9, 804_760_165),
+        // The other bundled models' ladders: Algorithm 1 searched likewise at N = 12…100.
+        ("fmnist-ddpm", 1, 160_693_864),
+        ("fmnist-ddpm", 2, 2_910_217_269),
+        ("fmnist-ddpm", 3, 2_812_300_644),
+        ("fmnist-ddpm", 4, 2_653_589_825),
+        ("fmnist-ddpm", 5, 3_723_273_866),
+        ("fmnist-cm", 1, 1_849_127_584),
+        ("fmnist-cm", 2, 3_089_993_002),
+        ("fmnist-cm", 3, 1_452_965_267),
+        ("fmnist-cm", 4, 1_941_279_235),
+        ("fmnist-cm", 5, 1_483_614_199),
+        ("fmnist-rf", 1, 1_030_479_207),
+        ("fmnist-rf", 2, 2_964_056_874),
+        ("fmnist-rf", 3, 4_007_933_686),
+        ("fmnist-rf", 4, 1_794_551_040),
+        ("fmnist-rf", 5, 343_104_377),
     ];
     let mut got = Vec::new();
     for (name, id, _) in pins {
