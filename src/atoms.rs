@@ -187,7 +187,10 @@ impl AtomRule {
                 for a in 0..m {
                     let j = if a == 0 { best(&scores, |s| s, &[]) } else { best(&scores, f32::abs, &atoms) };
                     let c = entry(j);
-                    let norm2 = crate::codebook::dot(&c, &c).max(f32::MIN_POSITIVE);
+                    // Only the encoder computes this (the decoder reads the choice), so any
+                    // fixed summation order will do; kept local so that this module stays free
+                    // of the codebook's kernels (the fuzz targets include it by path).
+                    let norm2 = c.iter().map(|v| v * v).sum::<f32>().max(f32::MIN_POSITIVE);
                     let coef = scores[j as usize] / norm2;
                     let used = if a == 0 {
                         first = coef;

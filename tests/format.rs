@@ -1091,6 +1091,13 @@ fn write_fuzz_seeds() {
     f.model.schedule = MarginalSchedule::RfTau;
     f.model.name = String::new();
     files.push(f);
+    // Version 3: several atoms per step, the score region, both, with a fit.
+    files.push(with_atoms(sample(256, 6), AtomRule::TopM { m: 3 }, 1));
+    files.push(with_atoms(sample_alg2(1000, 5), AtomRule::Pursuit { m: 2, bits: 3 }, 2));
+    let mut g = with_atoms(sample(16, 4), AtomRule::TopM { m: 2 }, 3);
+    g.procedure.score_region = ScoreRegion::Image;
+    g.fit = Some(Fit { mode: FitMode::Pad, width: 40, height: 30 });
+    files.push(g);
     for (i, f) in files.iter().enumerate() {
         std::fs::write(dir.join(format!("seed-{i:02}.gddcm")), f.to_bytes().unwrap()).unwrap();
     }

@@ -13,6 +13,9 @@
 // The format module is compiled from the crate's own source so the fuzz build does not have to
 // instrument candle and the rest of the crate's dependencies (see ../README.md).
 #[allow(dead_code)]
+#[path = "../../src/atoms.rs"]
+mod atoms;
+
 #[path = "../../src/format/mod.rs"]
 mod format;
 #[allow(dead_code)]

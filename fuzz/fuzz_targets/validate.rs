@@ -17,6 +17,9 @@ mod atomic;
 #[allow(dead_code)]
 // The compact container's re-exports are not used by this target.
 #[allow(unused_imports)]
+#[path = "../../src/atoms.rs"]
+mod atoms;
+
 #[path = "../../src/format/mod.rs"]
 mod format;
 #[allow(dead_code)]
