@@ -332,18 +332,23 @@ fn shipped_operating_points_are_pinned() {
     assert_eq!(got, want, "a shipped operating point changed: give the new settings a new id");
 }
 
+/// A file of the shipped point `p` at its native size, with seeded tokens.
+fn point_file(p: &OperatingPoint, seed: u64) -> TokenFile {
+    TokenFile {
+        model: p.model.clone(),
+        procedure: p.procedure.clone(),
+        image: p.image,
+        tokens: tokens(p.procedure.k, p.procedure.n, seed),
+        fit: None,
+    }
+}
+
 #[test]
 fn bundled_point_stores_compact_and_resolves() {
     let (entry, dir, sha) = bundled("fmnist-edm");
     let points = ladder::operating_points(&entry, &dir, sha).unwrap();
     let p = &points[0];
-    let f = TokenFile {
-        model: p.model.clone(),
-        procedure: p.procedure.clone(),
-        image: p.image,
-        tokens: tokens(p.procedure.k, p.procedure.n, 5),
-        fit: None,
-    };
+    let f = point_file(p, 5);
     let bytes = ladder::store(&f, &points).unwrap();
     assert_eq!(bytes.len(), 300 + 8);
     // A fitted image keeps the full header: only its fit block restores the input's size.
@@ -411,13 +416,7 @@ fn registry_point_with_mean_x_ref_resolves() {
     assert_eq!(points[0].procedure.init, InitStrategy::I2 { x_ref: XRef::Image { sha256: mean.sha256 } });
     assert_eq!(points[0].procedure.score_region, ScoreRegion::Image);
     let p = &points[0];
-    let f = TokenFile {
-        model: p.model.clone(),
-        procedure: p.procedure.clone(),
-        image: p.image,
-        tokens: tokens(p.procedure.k, p.procedure.n, 11),
-        fit: None,
-    };
+    let f = point_file(p, 11);
     let bytes = ladder::store(&f, &points).unwrap();
     assert_eq!(bytes.len(), 300 + 8);
     let st = Resolver::new(Some(dir.path())).parse(&bytes).unwrap();
