@@ -30,6 +30,7 @@ fn bad_arguments_are_clear_errors() {
         (&["bench", "-n", "0"], "N must be at least 1"),
         (&["bench", "--batch", "0"], "batch sizes must be at least 1"),
         (&["search", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+        (&["search", "--start", "no-such-profile.json"], "no-such-profile.json"),
     ];
     expect_errors(cases);
 }
@@ -82,4 +83,33 @@ fn rd_missing_codec_tools() {
     for package in ["libjpeg-turbo-progs", "webp", "libavif-bin", "libjxl-tools"] {
         assert!(stdout.contains(&format!("apt-get install {package}")), "{stdout}");
     }
+}
+
+/// `search --start FILE --x-ref mean --score-region image` starts from that profile and keeps
+/// both fixed options in every trial and in the best settings it writes.
+#[test]
+fn search_starts_from_a_profile_and_keeps_its_fixed_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = dir.path().join("start.json");
+    std::fs::write(&start, r#"{"k": 4, "n": 3, "p": 0.0, "t_start": 0.3, "sampler_steps": 0, "init": "i2"}"#).unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/examples");
+    let out = dir.path().join("best.json");
+    let log = dir.path().join("log.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_gddcm"))
+        .args(["search", "-m", "fmnist-edm", "--data", examples.to_str().unwrap(), "--val", "1", "-k", "4", "-n", "3"])
+        .args(["--trials", "1", "--refine", "0", "--objective", "neg-psnr", "--quiet", "--x-ref", "mean"])
+        .args(["--score-region", "image", "--start", start.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .args(["--log", log.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let best: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!((best["x_ref"].as_str(), best["score_region"].as_str()), (Some("mean"), Some("image")), "{best}");
+    let log: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&log).unwrap()).unwrap();
+    let trials = log["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2, "the start and one random trial: {log}");
+    let first = &trials[0]["settings"];
+    assert_eq!((first["t_start"].as_f64(), first["sampler_steps"].as_u64()), (Some(0.3), Some(0)), "{first}");
+    assert!(trials.iter().all(|t| t["settings"]["x_ref"] == "mean" && t["settings"]["score_region"] == "image"));
+    assert!(log["start"].as_str().unwrap().ends_with("start.json"), "{log}");
 }

@@ -44,6 +44,16 @@ pub struct SearchArgs {
     /// Keep p fixed at --p (Algorithm 1 only).
     #[arg(long)]
     pub fix_p: bool,
+    /// Settings to start from (a profile file; default: the model's shipped profile). Its fields
+    /// that the search space does not cover (x_ref, score region, seed) are kept.
+    #[arg(long)]
+    pub start: Option<PathBuf>,
+    /// The reference image of I2/I3 during the whole search (default: the start's).
+    #[arg(long, value_enum)]
+    pub x_ref: Option<gddcm::profile::XRefKind>,
+    /// Where the codeword choice is scored during the whole search (default: the start's).
+    #[arg(long, value_enum)]
+    pub score_region: Option<gddcm::profile::ScoreKind>,
     /// Seed of the configuration sampler.
     #[arg(long, default_value_t = 0x5EA4_C400)]
     pub search_seed: u64,
@@ -74,6 +84,8 @@ pub fn run(args: SearchArgs) -> Result<()> {
     if args.trials == 0 && args.refine == 0 {
         bail!("nothing to do: --trials 0 and --refine 0");
     }
+    // A bad starting profile is reported before the model loads.
+    let start = args.start.as_deref().map(Settings::load).transpose()?;
     let model = load_model(&args.model, &args.run)?;
     let dev = device(&args.run.device)?;
     let data = if args.data == "fmnist" {
@@ -97,7 +109,16 @@ pub fn run(args: SearchArgs) -> Result<()> {
     if args.fix_p {
         space.p_values = vec![args.p];
     }
-    let mut base = model.profile()?.unwrap_or_default();
+    let mut base = match start {
+        Some(s) => s,
+        None => model.profile()?.unwrap_or_default(),
+    };
+    if let Some(x_ref) = args.x_ref {
+        base.x_ref = x_ref;
+    }
+    if let Some(region) = args.score_region {
+        base.score_region = region;
+    }
     if (base.p > 0.0) != (args.p > 0.0) {
         // The profile is for the other algorithm: its times mean something else.
         (base.t_start, base.t_end, base.grid_rho) = (None, None, None);
@@ -115,6 +136,8 @@ pub fn run(args: SearchArgs) -> Result<()> {
         "validation": { "data": args.data, "split": "val (training split)", "images": data.images.len() },
         "k": args.k, "n": args.n, "atoms": args.atoms, "p_mode": if args.p > 0.0 { "alg1" } else { "alg2" },
         "search_seed": args.search_seed, "random_trials": args.trials, "refine_rounds": args.refine,
+        "start": args.start.as_ref().map(|p| p.display().to_string()),
+        "x_ref": base.x_ref, "score_region": base.score_region,
     });
     let started = std::time::Instant::now();
     let mut log: Vec<serde_json::Value> = Vec::new();
