@@ -57,6 +57,20 @@ pub struct PointSettings {
     pub name: String,
     /// Every setting of the point.
     pub settings: Settings,
+    /// Whether rate control (`--bpp`, `--psnr`) may choose the point. A point another one
+    /// beats at no larger file (e.g. Algorithm 2 at N = 300 beside Algorithm 1 at N = 300) is
+    /// shipped with `false`: it still decodes and can be named with `--point`, and `table1`
+    /// uses it as its algorithm's row, but a rate target never picks the worse of two points.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub rate_control: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// The registry in `dir` if there is one and it belongs to `entry` (a `--weights` folder may

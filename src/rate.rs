@@ -65,9 +65,15 @@ pub fn default_point(model: &LoadedModel) -> Result<Option<Rung>> {
     Ok(ladder(model)?.into_iter().find(|r| r.point.id == id))
 }
 
-/// The ladder of a loaded model.
+/// The ladder of a loaded model: every point it ships.
 pub fn ladder(model: &LoadedModel) -> Result<Vec<Rung>> {
     ladder_of(&model.entry, &model.dir, model.weights_sha256)
+}
+
+/// The rungs rate control chooses among: the ladder without the points marked
+/// `"rate_control": false` (each beaten by another point at no larger file).
+pub fn rate_ladder(model: &LoadedModel) -> Result<Vec<Rung>> {
+    Ok(ladder(model)?.into_iter().filter(|r| r.point.rate_control).collect())
 }
 
 /// The exact size of a compact file of `op` at its native image size: the file is built and

@@ -292,6 +292,9 @@ fn shipped_operating_points_are_pinned() {
         ("fmnist-edm", 7, 1_623_474_819),
         ("fmnist-edm", 8, 1_079_602_480),
         ("fmnist-edm", 9, 804_760_165),
+        // Both algorithms at their searched settings at K = 256, N = 300 (issue 16): Algorithm 2
+        // with the dataset-mean x_ref and the image-only score region.
+        ("fmnist-edm", 10, 2_236_311_315),
         // The other bundled models' ladders: Algorithm 1 searched likewise at N = 12…100.
         ("fmnist-ddpm", 1, 160_693_864),
         ("fmnist-ddpm", 2, 2_910_217_269),
@@ -316,20 +319,23 @@ fn shipped_operating_points_are_pinned() {
         let p = points.iter().find(|p| p.id == id).unwrap_or_else(|| panic!("{name} ships no point {id}"));
         assert_eq!(p.model.weights_sha256, sha);
         assert_eq!((p.image.height, p.image.width, p.image.channels), (28, 28, 1));
-        // Point 0 is the shipped profile.json.
-        if id != 0 {
-            got.push(crc32fast::hash(serde_json::to_string(&p.procedure).unwrap().as_bytes()));
-            continue;
-        }
-        let (s, _) = entry.shipped_profile(None).unwrap().expect("a shipped profile");
-        let cfg = s.to_config(entry.family, &entry.marginal()).unwrap();
-        let j0 = matches!(p.procedure.init, InitStrategy::I3 { .. }).then_some(0);
-        let pr = gddcm::codec::procedure(&cfg, entry.family, gddcm::codec::clip_of_entry(&entry), j0).unwrap();
-        assert_eq!(p.procedure, pr, "{name}");
         got.push(crc32fast::hash(serde_json::to_string(&p.procedure).unwrap().as_bytes()));
     }
     let want: Vec<u32> = pins.iter().map(|p| p.2).collect();
     assert_eq!(got, want, "a shipped operating point changed: give the new settings a new id");
+    // Each model's profile.json (what `-p 0` starts from) is one of its shipped points, so
+    // those files are stored compact too.
+    for name in ["fmnist-edm", "fmnist-ddpm", "fmnist-cm", "fmnist-rf"] {
+        let (entry, dir, sha) = bundled(name);
+        let (s, _) = entry.shipped_profile(None).unwrap().expect("a shipped profile");
+        let points = ladder::operating_points(&entry, &dir, sha).unwrap();
+        let weights = (!dir.as_os_str().is_empty()).then_some(dir.as_path());
+        let mean = entry.reference(weights).unwrap().image;
+        let cfg = s.to_config_with(entry.family, &entry.marginal(), mean.as_ref()).unwrap();
+        let j0 = matches!(cfg.init, gddcm::tokenizer::Init::ClosestNoise { .. }).then_some(0);
+        let pr = gddcm::codec::procedure(&cfg, entry.family, gddcm::codec::clip_of_entry(&entry), j0).unwrap();
+        assert!(points.iter().any(|p| p.procedure == pr), "{name}: profile.json is no shipped point");
+    }
 }
 
 /// A file of the shipped point `p` at its native size, with seeded tokens.

@@ -16,18 +16,26 @@ fn gddcm(args: &[&str]) -> Output {
         .expect("run gddcm")
 }
 
-/// The default model's shipped points as `(id, file bytes)`, smallest files first.
-fn ladder() -> Vec<(u64, u64)> {
+/// The default model's shipped points as `(id, file bytes)`, smallest files first: those rate
+/// control chooses among (`rate_control = true`) or the others.
+fn shipped_points(rate_control: bool) -> Vec<(u64, u64)> {
     let v: serde_json::Value = serde_json::from_str(&ok(&gddcm(&["models", "--json"]))).unwrap();
     let edm = v.as_array().unwrap().iter().find(|m| m["name"] == "fmnist-edm").expect("fmnist-edm listed");
     let points: Vec<(u64, u64)> = edm["operating_points"]
         .as_array()
         .expect("operating_points listed")
         .iter()
+        .filter(|p| p["rate_control"].as_bool() == Some(rate_control))
         .map(|p| (p["id"].as_u64().unwrap(), p["file_bytes"].as_u64().unwrap()))
         .collect();
-    assert!(!points.is_empty(), "the default model ships operating points");
     assert!(points.windows(2).all(|w| w[0].1 <= w[1].1), "smallest files first: {points:?}");
+    points
+}
+
+/// The points rate control chooses among.
+fn ladder() -> Vec<(u64, u64)> {
+    let points = shipped_points(true);
+    assert!(!points.is_empty(), "the default model ships operating points");
     points
 }
 
@@ -61,6 +69,16 @@ fn bpp_takes_the_largest_point_that_fits_and_refuses_less_than_the_smallest() {
     let dir2 = tmp();
     let out = ok(&gddcm(&["encode", &examples()[0], "-o", &s(dir2.path()), "--bpp", "64", "--quiet"]));
     assert!(out.contains(&format!("point {} ", largest.0)), "{out}");
+    // A point marked off rate control (beaten by a point no larger) is never chosen, even at
+    // exactly its own size: the budget goes to the largest rate-control point that fits.
+    let beaten = shipped_points(false);
+    assert!(!beaten.is_empty(), "fmnist-edm ships points off rate control (point 0)");
+    for (id, bytes) in beaten {
+        let want = points.iter().rev().find(|p| p.1 <= bytes).unwrap();
+        let dir3 = tmp();
+        let out = ok(&gddcm(&["encode", &examples()[0], "-o", &s(dir3.path()), "--bpp", &format!("{}", bpp(bytes))]));
+        assert!(out.contains(&format!("point {} ", want.0)) && !out.contains(&format!("point {id} ")), "{out}");
+    }
 }
 
 #[test]

@@ -311,7 +311,7 @@ impl TokenizerArgs {
             return Ok((cfg, format!("shipped operating {} of {}", r.describe(), model.entry.name)));
         }
         if let Some(bpp) = self.bpp.filter(|_| self.k.is_none() && self.seed.is_none()) {
-            let rungs = gddcm::rate::ladder(model)?;
+            let rungs = gddcm::rate::rate_ladder(model)?;
             let r = gddcm::rate::for_bpp(&rungs, bpp, model.entry.name)?;
             let cfg = model.config(&r.point.settings)?;
             return Ok((cfg, format!("--bpp {bpp}: shipped operating {} of {}", r.describe(), model.entry.name)));

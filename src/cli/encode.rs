@@ -90,7 +90,7 @@ impl Plan {
         if inputs.iter().any(|i| i.fit.is_some()) {
             bail!("--psnr chooses among the model's operating points, whose compact files hold images of the model's own size; encode fitted images (--fit) with explicit settings instead");
         }
-        let rungs = gddcm::rate::ladder(model)?;
+        let rungs = gddcm::rate::rate_ladder(model)?;
         if rungs.is_empty() {
             bail!(
                 "model '{}' ships no operating points (operating_points.json), so --psnr cannot choose one",

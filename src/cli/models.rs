@@ -42,7 +42,8 @@ pub fn run(args: ModelsArgs) -> Result<()> {
                         .map(|r| {
                             serde_json::json!({
                                 "id": r.point.id, "name": r.point.name, "file_bytes": r.file_bytes,
-                                "file_bpp": r.bpp(), "settings": r.point.settings,
+                                "file_bpp": r.bpp(), "rate_control": r.point.rate_control,
+                                "settings": r.point.settings,
                             })
                         })
                         .collect(),
@@ -78,10 +79,15 @@ pub fn run(args: ModelsArgs) -> Result<()> {
                     );
                 }
             }
-            let ladder = points(e);
+            let (ladder, named_only): (Vec<_>, Vec<_>) = points(e).into_iter().partition(|r| r.point.rate_control);
+            let list = |rungs: &[gddcm::rate::Rung]| -> String {
+                rungs.iter().map(|r| format!("{} {:.3}", r.point.id, r.bpp())).collect::<Vec<_>>().join(", ")
+            };
             if !ladder.is_empty() {
-                let list: Vec<String> = ladder.iter().map(|r| format!("{} {:.3}", r.point.id, r.bpp())).collect();
-                println!("{:<29} operating points (id bpp): {}", "", list.join(", "));
+                println!("{:<29} operating points (id bpp): {}", "", list(&ladder));
+            }
+            if !named_only.is_empty() {
+                println!("{:<29} by --point only, beaten at their size: {}", "", list(&named_only));
             }
             println!("{:<29} download: {}", "", e.download);
         }
