@@ -311,6 +311,13 @@ fn shipped_operating_points_are_pinned() {
         ("fmnist-rf", 3, 4_007_933_686),
         ("fmnist-rf", 4, 1_794_551_040),
         ("fmnist-rf", 5, 343_104_377),
+        // Their Algorithm 2 and Algorithm 1 searched at K = 256, N = 300 (issue 16), as EDM's 10.
+        ("fmnist-ddpm", 6, 171_129_328),
+        ("fmnist-ddpm", 7, 4_125_373_201),
+        ("fmnist-cm", 6, 820_079_783),
+        ("fmnist-cm", 7, 1_079_057_114),
+        ("fmnist-rf", 6, 1_057_357_090),
+        ("fmnist-rf", 7, 1_319_710_215),
     ];
     let mut got = Vec::new();
     for (name, id, _) in pins {
