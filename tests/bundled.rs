@@ -38,7 +38,7 @@ fn each_bundled_family_reconstructs_better_than_the_mean_image() {
             zoo::load(name, None, &candle_core::Device::Cpu).unwrap_or_else(|e| panic!("bundled model {name}: {e:#}"));
         // The model's shipped profile (N = 300, K = 256): its parameters were searched for that rate.
         let settings = model.profile().unwrap().unwrap_or_default();
-        let cfg = settings.to_config(model.entry.family, model.denoiser.marginal()).unwrap();
+        let cfg = model.config(&settings).unwrap();
         let enc = codec::encode(&model, &cfg, &refs, &Device::Cpu, None).unwrap();
         let files: Vec<_> = enc.files.iter().collect();
         let dec = codec::decode(&model, &files, &Device::Cpu, None).unwrap();

@@ -14,7 +14,7 @@ fn evaluation_resumes_from_its_keep_folder() {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/examples");
     let data = image_folder(&examples, 1, 3).unwrap();
     let settings = |n: u32| Settings { k: 16, n, ..model.profile().unwrap().unwrap_or_default() };
-    let cfg = settings(12).to_config(model.entry.family, model.denoiser.marginal()).unwrap();
+    let cfg = model.config(&settings(12)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let keep = dir.path().join("run");
     let opts = |resume: bool| EvalOptions {
