@@ -86,6 +86,18 @@ pub fn check_files(
     for (path, file) in paths.iter().zip(files) {
         let cannot = || format!("{} cannot be decoded", path.display());
         let entry = crate::zoo::entry(&file.model.name).with_context(cannot)?;
+        if let Some(w) = weights {
+            // Given weights come first: a missing folder or another model's weights is the
+            // cause to report, not the reference image that is then missing too.
+            if let crate::zoo::Source::Folder(dir) = entry.find(Some(w)).with_context(cannot)? {
+                let file_weights = entry.weights_file(&dir);
+                let sha = crate::zoo::sha256_file(&file_weights).with_context(cannot)?;
+                file.check_model(entry.name, &sha)
+                    .map_err(anyhow::Error::new)
+                    .with_context(|| expects_weights_from(&entry, &file_weights.display().to_string()))
+                    .with_context(cannot)?;
+            }
+        }
         let description = entry.description_with_references(weights).with_context(cannot)?;
         crate::validate::check(&description, file, Some(max_nfe)).with_context(cannot)?;
     }
@@ -324,6 +336,18 @@ pub fn encode(
     })
 }
 
+/// Why a file does not match the weights at `origin`: where a file of `entry` expects them.
+fn expects_weights_from(entry: &crate::zoo::ModelEntry, origin: &str) -> String {
+    let expected = match entry.find(None) {
+        Ok(source) => format!("{source}"),
+        Err(_) => format!("$GDDCM_HOME/{} (not present here; {})", entry.name, entry.download),
+    };
+    format!(
+        "the loaded weights are {origin}; a file made with model '{}' expects its weights from {expected} (or the --weights it was made with)",
+        entry.name
+    )
+}
+
 /// Decodes token files made with `model` and one procedure and image size (a batch).
 pub fn decode(
     model: &LoadedModel,
@@ -335,17 +359,9 @@ pub fn decode(
     let first = files[0];
     let description = model.description();
     for f in files {
-        f.check_model(model.entry.name, &model.weights_sha256).map_err(anyhow::Error::new).with_context(|| {
-            let expected = match model.entry.find(None) {
-                Ok(source) => format!("{source}"),
-                Err(_) => format!("$GDDCM_HOME/{} (not present here; {})", model.entry.name, model.entry.download),
-            };
-            format!(
-                "the loaded weights are {}; a file made with model '{}' expects its weights from {expected} (or the --weights it was made with)",
-                model.weights_origin(),
-                model.entry.name
-            )
-        })?;
+        f.check_model(model.entry.name, &model.weights_sha256)
+            .map_err(anyhow::Error::new)
+            .with_context(|| expects_weights_from(&model.entry, &model.weights_origin()))?;
         crate::validate::check(&description, f, None)?;
         ensure!(
             f.procedure == first.procedure || same_but_j0(&f.procedure, &first.procedure),

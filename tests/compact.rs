@@ -471,3 +471,16 @@ fn write_compact_fuzz_seeds() {
         std::fs::write(dir.join(format!("compact-{i:02}.gddcm")), compact_bytes(f, &point)).unwrap();
     }
 }
+
+/// `table1` takes each algorithm's row from the newest shipped point at its K and N: for
+/// fmnist-edm at K = 256, N = 300 the searched Algorithm 2 (point 10, which superseded point 0)
+/// and Algorithm 1 (point 9); no point at N = 77.
+#[test]
+fn the_newest_point_at_k_and_n_supersedes_older_ones() {
+    let (entry, dir, sha) = bundled("fmnist-edm");
+    let rungs = gddcm::rate::ladder_of(&entry, &dir, sha).unwrap();
+    let id = |stochastic: bool, n: u32| gddcm::rate::newest_point(&rungs, 256, n, stochastic).map(|r| r.point.id);
+    assert_eq!((id(false, 300), id(true, 300)), (Some(10), Some(9)));
+    assert_eq!((id(false, 77), id(true, 77)), (None, None));
+    assert_eq!(gddcm::rate::newest_point(&rungs, 16, 300, true).map(|r| r.point.id), None);
+}

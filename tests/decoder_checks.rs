@@ -53,11 +53,30 @@ fn example() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/examples/fmnist_test_0_9.png").display().to_string()
 }
 
-/// A real token file of the default model (Algorithm 2, its shipped profile, N = 8, K = 16).
+/// A real token file of the default model (Algorithm 2, N = 8, K = 16).
 fn encoded(dir: &Path) -> PathBuf {
-    let od = dir.display().to_string();
-    ok(&run(gddcm(&["encode", &example(), "-n", "8", "-k", "16", "--quiet", "-o", &od])));
-    dir.join("fmnist_test_0_9.gddcm")
+    encoded_with(dir, &[])
+}
+
+/// The example encoded at 8 tokens, K = 16, with fixed Algorithm-2 settings (EDM's first
+/// searched profile: T_s σ 0.22, 6 intervals, I2 from zeros, the Heun sampler after), so the
+/// counts below do not move when the shipped profile is searched again; `extra` flags on top.
+fn encoded_with(dir: &Path, extra: &[&str]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let profile = dir.join("settings.json");
+    std::fs::write(
+        &profile,
+        r#"{"p": 0.0, "k": 16, "n": 8, "t_start": 0.2188940074522796, "intervals": 6, "dt_max": 0.5191031957848462,
+            "dt_min": 0.007730163337528687, "sigma_max": 3.742891708206953, "rho": 4.166241476719733, "init": "i2"}"#,
+    )
+    .unwrap();
+    let od = dir.join("enc").display().to_string();
+    let ps = profile.display().to_string();
+    let ex = example();
+    let mut args = vec!["encode", &ex, "--profile", &ps, "--quiet", "-o", &od];
+    args.extend_from_slice(extra);
+    ok(&run(gddcm(&args)));
+    dir.join("enc/fmnist_test_0_9.gddcm")
 }
 
 /// A folder holding another bundled model's weights (same architecture, other hash), under
@@ -74,16 +93,18 @@ fn other_weights(dir: &Path) -> PathBuf {
 #[test]
 fn a_wrong_weights_path_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let f = encoded(tmp.path()).display().to_string();
     let out = tmp.path().join("out").display().to_string();
-    let e = err(&run(gddcm(&["decode", &f, "-o", &out, "--weights", "/does/not/exist", "--quiet"])));
-    assert!(e.contains("/does/not/exist"), "{e}");
-    // A folder that exists but lacks the files is named too, and nothing else is tried.
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let es = empty.display().to_string();
-    let e = err(&run(gddcm(&["decode", &f, "-o", &out, "--weights", &es, "--quiet"])));
-    assert!(e.contains(&es) && e.contains("diffusion_pytorch_model.safetensors"), "{e}");
+    for (i, extra) in [&[][..], &["--x-ref", "mean"][..]].into_iter().enumerate() {
+        let f = encoded_with(&tmp.path().join(format!("enc{i}")), extra).display().to_string();
+        let e = err(&run(gddcm(&["decode", &f, "-o", &out, "--weights", "/does/not/exist", "--quiet"])));
+        assert!(e.contains("/does/not/exist"), "{e}");
+        // A folder that exists but lacks the files is named too, and nothing else is tried.
+        let e = err(&run(gddcm(&["decode", &f, "-o", &out, "--weights", &es, "--quiet"])));
+        assert!(e.contains(&es) && e.contains("diffusion_pytorch_model.safetensors"), "{e}");
+    }
 }
 
 #[test]
@@ -104,13 +125,17 @@ fn a_stale_gddcm_home_does_not_shadow_the_bundled_model() {
 #[test]
 fn a_weights_mismatch_names_where_the_weights_came_from_and_where_the_file_expects_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let f = encoded(&tmp.path().join("enc")).display().to_string();
     let other = other_weights(&tmp.path().join("other"));
     let out = tmp.path().join("out").display().to_string();
     let os = other.display().to_string();
-    let e = err(&run(gddcm(&["decode", &f, "-o", &out, "--weights", &os, "--quiet"])));
-    assert!(e.contains(&other.join("diffusion_pytorch_model.safetensors").display().to_string()), "{e}");
-    assert!(e.contains("expects its weights from") && e.contains("embedded"), "{e}");
+    // Also for a file that starts from the model's shipped mean, which the other folder lacks:
+    // the weights are the cause to name, not the reference image.
+    for (i, extra) in [&[][..], &["--x-ref", "mean"][..]].into_iter().enumerate() {
+        let f = encoded_with(&tmp.path().join(format!("enc{i}")), extra).display().to_string();
+        let e = err(&run(gddcm(&["decode", &f, "-o", &out, "--weights", &os, "--quiet"])));
+        assert!(e.contains(&other.join("diffusion_pytorch_model.safetensors").display().to_string()), "{e}");
+        assert!(e.contains("expects its weights from") && e.contains("embedded"), "{e}");
+    }
 }
 
 /// One hostile header: a change to the real file, what the error must say.

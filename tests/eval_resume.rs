@@ -54,7 +54,7 @@ fn evaluation_resumes_from_its_keep_folder() {
     // An I3 start (its index is per image, in each file) resumes too, and its index is
     // counted in the rate.
     let i3 = Settings { init: gddcm::profile::InitKind::I3, k0: 16, ..settings(12) };
-    let cfg_i3 = i3.to_config(model.entry.family, model.denoiser.marginal()).unwrap();
+    let cfg_i3 = model.config(&i3).unwrap();
     let opts_i3 = |resume: bool| EvalOptions { keep: Some(dir.path().join("i3")), ..opts(resume) };
     let a = evaluate(&model, &cfg_i3, &data, &opts_i3(false), &dev, None).unwrap();
     let b = evaluate(&model, &cfg_i3, &data, &opts_i3(true), &dev, None).unwrap();
@@ -62,7 +62,7 @@ fn evaluation_resumes_from_its_keep_folder() {
     assert!((a.bpp - first.bpp - 4.0 / (28.0 * 28.0)).abs() < 1e-12, "{} vs {}", a.bpp, first.bpp);
 
     // Kept files from other settings are an error naming the file, not silently reused.
-    let other = settings(13).to_config(model.entry.family, model.denoiser.marginal()).unwrap();
+    let other = model.config(&settings(13)).unwrap();
     let err = evaluate(&model, &other, &data, &opts(true), &dev, None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains(".gddcm") && msg.contains("other settings"), "{msg}");

@@ -134,13 +134,7 @@ pub fn run_table1(args: Table1Args) -> Result<()> {
             // points are only ever added, so a later search supersedes an earlier one without
             // changing the files that name the old point. Else p = 0: the model's profile, and
             // p = ½: Algorithm 1 from seeded noise (for DDPM exactly the DDCM baseline, SPEC 4).
-            let searched = rungs
-                .iter()
-                .filter(|r| {
-                    let s = &r.point.settings;
-                    (s.k, s.n, s.p > 0.0, s.atoms) == (k, n, p > 0.0, gddcm::atoms::AtomRule::Single)
-                })
-                .max_by_key(|r| r.point.id);
+            let searched = gddcm::rate::newest_point(&rungs, k, n, p > 0.0);
             let (s, note) = match searched {
                 Some(r) => (r.point.settings.clone(), format!("searched: point {} '{}'", r.point.id, r.point.name)),
                 None if model.entry.family == gddcm::family::Family::Ddpm && p == 0.5 => {

@@ -69,11 +69,13 @@ pub type Measure = fn(&EvalReport) -> Option<f64>;
 /// The measures BD-rates are computed for, with their JSON keys.
 pub const BD_METRICS: [(&str, Measure); 2] = [("psnr", |r| r.psnr), ("ssim", |r| r.ssim)];
 
-/// The operating points `model` ships; an error when it ships none (there is no ladder).
+/// The operating points `model` ships for rate control (the codec at its best: a point another
+/// beats at no larger file is left out); an error when it ships none (there is no ladder).
 pub fn ladder_points(model: &LoadedModel) -> Result<Vec<PointSettings>> {
     let reg = ladder::registry(&model.entry, &model.dir)?;
-    match reg {
-        Some(r) if !r.points.is_empty() => Ok(r.points),
+    let points: Option<Vec<PointSettings>> = reg.map(|r| r.points.into_iter().filter(|p| p.rate_control).collect());
+    match points {
+        Some(points) if !points.is_empty() => Ok(points),
         _ => bail!(
             "model '{}' ships no operating points ({} beside its weights), so it has no ladder to compare",
             model.entry.name,
@@ -112,10 +114,7 @@ pub fn ladder_curve(
         points: vec![],
     };
     for p in points {
-        let cfg = p
-            .settings
-            .to_config(model.entry.family, model.denoiser.marginal())
-            .with_context(|| format!("operating point {} ({})", p.id, p.name))?;
+        let cfg = model.config(&p.settings).with_context(|| format!("operating point {} ({})", p.id, p.name))?;
         let pb = progress(p, &cfg);
         let report = evaluate(model, &cfg, data, opts, device, pb.clone())
             .with_context(|| format!("evaluating operating point {} ({})", p.id, p.name))?;
