@@ -91,7 +91,8 @@ pub fn check_files(
             // cause to report, not the reference image that is then missing too.
             if let crate::zoo::Source::Folder(dir) = entry.find(Some(w)).with_context(cannot)? {
                 let file_weights = entry.weights_file(&dir);
-                let sha = crate::zoo::sha256_file(&file_weights).with_context(cannot)?;
+                // Remembered per path: many files decoded together hash the weights once.
+                let sha = crate::ladder::weights_sha256(&file_weights).with_context(cannot)?;
                 file.check_model(entry.name, &sha)
                     .map_err(anyhow::Error::new)
                     .with_context(|| expects_weights_from(&entry, &file_weights.display().to_string()))

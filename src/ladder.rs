@@ -139,7 +139,7 @@ pub fn store(file: &TokenFile, points: &[OperatingPoint]) -> Result<Vec<u8>> {
 }
 
 /// SHA-256 of a weights file, remembered per path, size and modification time.
-fn weights_sha256(path: &Path) -> Result<[u8; 32]> {
+pub(crate) fn weights_sha256(path: &Path) -> Result<[u8; 32]> {
     type Key = (PathBuf, u64, Option<std::time::SystemTime>);
     static CACHE: OnceLock<Mutex<HashMap<Key, [u8; 32]>>> = OnceLock::new();
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
