@@ -21,7 +21,7 @@ use crate::metrics::image::ImageU8;
 use crate::metrics::inception::FidInception;
 use crate::metrics::lpips::{Lpips, LpipsNet};
 use crate::metrics::ssim::pixel_scores;
-use crate::metrics::standin::{classifier_accuracy, classifier_frechet_distance, ClassifierStandIn};
+use crate::metrics::standin::{classifier_accuracy, classifier_frechet_distance, classifier_scores, ClassifierStandIn};
 use crate::metrics::MetricsError;
 use crate::tokenizer::Config;
 use crate::zoo::LoadedModel;
@@ -84,6 +84,9 @@ pub struct EvalReport {
     /// Stand-in: classifier accuracy on the reconstructions (and on the originals).
     pub classifier_accuracy: Option<f64>,
     pub classifier_accuracy_originals: Option<f64>,
+    /// Stand-in: the classifier's mean negative log-likelihood (nats) of the true labels on the
+    /// reconstructions (the class kept, measured smoothly; a search objective).
+    pub classifier_nll: Option<f64>,
     /// Speeds of this run (NaN when every image came from an earlier run's `keep` folder).
     pub encode_images_per_s: f64,
     pub decode_images_per_s: f64,
@@ -337,7 +340,9 @@ fn classifier_metrics(
     }
     if labels.iter().all(Option::is_some) {
         let l: Vec<u32> = labels.iter().map(|l| l.unwrap() as u32).collect();
-        rep.classifier_accuracy = Some(classifier_accuracy(&net, &pr, &l, batch)?);
+        let on_reconstructions = classifier_scores(&net, &pr, &l, batch)?;
+        rep.classifier_accuracy = Some(on_reconstructions.accuracy);
+        rep.classifier_nll = Some(on_reconstructions.nll);
         rep.classifier_accuracy_originals = Some(classifier_accuracy(&net, &po, &l, batch)?);
     }
     Ok(())

@@ -565,6 +565,9 @@ pub enum ObjectiveMetric {
     Lpips,
     /// Stand-in: Frechet distance of the bundled Fashion-MNIST classifier's features.
     ClassifierFd,
+    /// Stand-in for "the class is kept": the bundled classifier's mean negative log-likelihood of
+    /// each validation image's true label on its reconstruction (labelled data only).
+    ClassifierNll,
     /// Stand-in: 1 − mean SSIM.
     OneMinusSsim,
     /// Minus the mean PSNR (uint8, capped at 100 dB per image as `eval` reports it): the
@@ -590,10 +593,37 @@ impl ObjectiveMetric {
         }
     }
 
+    /// Refuses, before any work, an objective this validation set or model cannot score: the
+    /// classifier objectives need Fashion-MNIST-shaped images and the bundled classifier, the
+    /// class likelihood also a label for every image.
+    pub fn check(self, data: &Dataset, channels: usize, size: usize) -> Result<()> {
+        if matches!(self, Self::ClassifierFd | Self::ClassifierNll) {
+            ensure!(
+                channels == 1 && size <= 32,
+                "the objective {self:?} uses the bundled Fashion-MNIST classifier: it needs 1-channel images up to \
+                 32 px, the model makes {channels}-channel {size} px images"
+            );
+            ensure!(
+                crate::eval::default_classifier().is_some(),
+                "the objective {self:?} needs models/classifier/model.safetensors (train it with tools/train/train.py classifier)"
+            );
+        }
+        if self == Self::ClassifierNll {
+            let unlabelled = data.labels.iter().filter(|l| l.is_none()).count();
+            ensure!(
+                unlabelled == 0,
+                "the objective ClassifierNll needs a label for every validation image; {unlabelled} of {} have none \
+                 (labelled data: --data fmnist)",
+                data.labels.len()
+            );
+        }
+        Ok(())
+    }
+
     fn metric(self) -> Metric {
         match self {
             Self::Lpips => Metric::Lpips,
-            Self::ClassifierFd => Metric::Classifier,
+            Self::ClassifierFd | Self::ClassifierNll => Metric::Classifier,
             Self::OneMinusSsim | Self::NegPsnr => Metric::Pixel,
         }
     }
@@ -625,6 +655,7 @@ pub fn score_images(
     let v = match metric {
         ObjectiveMetric::Lpips => rep.lpips,
         ObjectiveMetric::ClassifierFd => rep.classifier_fd,
+        ObjectiveMetric::ClassifierNll => rep.classifier_nll,
         ObjectiveMetric::OneMinusSsim => rep.ssim.map(|s| 1.0 - s),
         ObjectiveMetric::NegPsnr => rep.psnr.map(|p| -p),
     };

@@ -85,6 +85,18 @@ fn rd_missing_codec_tools() {
     }
 }
 
+/// The class-likelihood objective needs labels: images from a folder have none, which is said
+/// before the first trial.
+#[test]
+fn search_for_the_class_needs_labelled_images() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/examples");
+    let args = ["search", "--data", examples.to_str().unwrap(), "--val", "2", "-k", "4", "-n", "3"];
+    let args =
+        [&args[..], &["--objective", "classifier-nll", "--trials", "1", "--refine", "0", "-o", "/nonexistent/x.json"]]
+            .concat();
+    expect_errors(&[(&args, "needs a label for every validation image; 2 of 2 have none")]);
+}
+
 /// `search --start FILE --x-ref mean --score-region image` starts from that profile and keeps
 /// both fixed options in every trial and in the best settings it writes.
 #[test]

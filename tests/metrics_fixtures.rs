@@ -131,6 +131,22 @@ fn assert_close_f32(name: &str, got: &Tensor, want: &Tensor, tol: f64) {
 }
 
 #[test]
+fn classifier_nll_is_the_mean_cross_entropy() {
+    use gddcm::metrics::standin::nll_from_logits;
+    // softmax([0, ln 3]) = [1/4, 3/4]; a shift by 1000 (e^1000 overflows f64) changes nothing
+    // beyond the f32 rounding of the shifted logits (log-sum-exp is shifted by the maximum).
+    for (shift, tol) in [(0.0f32, 1e-6), (1000.0, 1e-4)] {
+        let logits = Tensor::new(&[[shift, shift + 3f32.ln()], [shift, shift + 3f32.ln()]], &Device::Cpu).unwrap();
+        let got = nll_from_logits(&logits, &[1, 0]).unwrap();
+        let want = (-(0.75f64.ln()) - 0.25f64.ln()) / 2.0;
+        assert!((got - want).abs() < tol, "shift {shift}: {got} vs {want}");
+    }
+    let logits = Tensor::zeros((2, 10), DType::F32, &Device::Cpu).unwrap();
+    assert!(nll_from_logits(&logits, &[0]).is_err(), "one label for two rows");
+    assert!(nll_from_logits(&logits, &[0, 10]).is_err(), "label out of range");
+}
+
+#[test]
 fn classifier_standin_matches_pytorch() {
     use gddcm::metrics::standin::{accuracy_from_logits, ClassifierStandIn};
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/classifier_small.safetensors");
@@ -148,6 +164,9 @@ fn classifier_standin_matches_pytorch() {
     assert_eq!(accuracy_from_logits(&logits, &labels).unwrap(), 1.0);
     let wrong: Vec<u32> = labels.iter().map(|l| (l + 1) % 10).collect();
     assert_eq!(accuracy_from_logits(&logits, &wrong).unwrap(), 0.0);
+    // The class likelihood is lower (better) for the argmax labels than for any other.
+    let nll = |l: &[u32]| gddcm::metrics::standin::nll_from_logits(&logits, l).unwrap();
+    assert!(nll(&labels) < nll(&wrong), "{} vs {}", nll(&labels), nll(&wrong));
     // Single images give the same result as the batch.
     let one = net.features(&x.narrow(0, 2, 1).unwrap()).unwrap();
     assert_close_f32("batch of 1", &one, &feats.narrow(0, 2, 1).unwrap(), 1e-6);

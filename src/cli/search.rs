@@ -101,6 +101,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
         Some(m) => (m, format!("{m:?} (requested)")),
         None => ObjectiveMetric::auto(args.metric_weights.as_deref(), None, c, size),
     };
+    metric.check(&data, c, size)?;
     eprintln!("objective: {note}; {} validation images ({} {:?})", data.images.len(), args.data, Split::Val);
     let family = model.entry.family;
     let marginal = model.denoiser.marginal().clone();
