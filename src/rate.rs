@@ -70,15 +70,15 @@ pub fn ladder(model: &LoadedModel) -> Result<Vec<Rung>> {
     ladder_of(&model.entry, &model.dir, model.weights_sha256)
 }
 
-/// The newest (highest id) one-atom point at codebook size `k` and `n` tokens of Algorithm 1
-/// (`stochastic`) or Algorithm 2: points are only ever added, so a later search supersedes an
-/// earlier one without changing what the files naming the old point mean.
-pub fn newest_point(rungs: &[Rung], k: u32, n: u32, stochastic: bool) -> Option<&Rung> {
+/// The newest (highest id) one-atom point at codebook size `k`, `n` tokens and exactly this `p`
+/// (0: Algorithm 2): points are only ever added, so a later search supersedes an earlier one
+/// without changing what the files naming the old point mean.
+pub fn newest_point(rungs: &[Rung], k: u32, n: u32, p: f64) -> Option<&Rung> {
     rungs
         .iter()
         .filter(|r| {
             let s = &r.point.settings;
-            (s.k, s.n, s.p > 0.0, s.atoms) == (k, n, stochastic, crate::atoms::AtomRule::Single)
+            (s.k, s.n, s.p, s.atoms) == (k, n, p, crate::atoms::AtomRule::Single)
         })
         .max_by_key(|r| r.point.id)
 }

@@ -170,9 +170,10 @@ fn ddcm_is_exactly_the_spec4_baseline() {
 fn shipped_operating_points_write_compact_files() {
     let tmp = tempfile::tempdir().unwrap();
     let ex = examples();
-    // fmnist-edm names a default operating point (9: Algorithm 1 searched, 300 token bytes, 1
-    // byte of I3 index, 8 of container); fmnist-ddpm names point 7 (Algorithm 1 searched at N = 300, as 9 of EDM).
-    for (model, bytes, point) in [("fmnist-edm", 309u64, 9), ("fmnist-ddpm", 309, 7)] {
+    // fmnist-edm names a default operating point (11: Algorithm 1 with p = 0.5 searched, 300
+    // token bytes, 1 byte of I3 index, 8 of container); fmnist-ddpm names point 7 (Algorithm 1
+    // searched at N = 300).
+    for (model, bytes, point) in [("fmnist-edm", 309u64, 11), ("fmnist-ddpm", 309, 7)] {
         let dir = tmp.path().join(model);
         let od = dir.display().to_string();
         let stdout = ok(&gddcm(&["roundtrip", &ex[0], "-m", model, "--quiet", "-o", &od]));

@@ -129,12 +129,12 @@ pub fn run_table1(args: Table1Args) -> Result<()> {
             if !rows.is_empty() && !rows.contains(&row_name) {
                 continue;
             }
-            // Each algorithm at its own searched settings when the model ships an operating
-            // point for it at this K and N (issue 16), the newest (highest id) when several do:
+            // Each row at its own searched settings when the model ships an operating point with
+            // this p at this K and N (issue 16), the newest (highest id) when several do:
             // points are only ever added, so a later search supersedes an earlier one without
             // changing the files that name the old point. Else p = 0: the model's profile, and
             // p = ½: Algorithm 1 from seeded noise (for DDPM exactly the DDCM baseline, SPEC 4).
-            let searched = gddcm::rate::newest_point(&rungs, k, n, p > 0.0);
+            let searched = gddcm::rate::newest_point(&rungs, k, n, p);
             let (s, note) = match searched {
                 Some(r) => (r.point.settings.clone(), format!("searched: point {} '{}'", r.point.id, r.point.name)),
                 None if model.entry.family == gddcm::family::Family::Ddpm && p == 0.5 => {
