@@ -327,8 +327,8 @@ fn shipped_operating_points_are_pinned() {
         // Algorithm 1 with p fixed at 0.5 (the paper's Table 1 row), searched at K = 256, N = 300
         // with the mean x_ref and the image-only score region: fmnist-edm's default.
         ("fmnist-edm", 11, 3_290_232_157),
-        // The same search for fmnist-ddpm and fmnist-cm: their Table 1 p = 0.5 rows (DDPM's is
-        // beaten by its p = 0.75 point 7 at the same size, so it is off rate control).
+        // The same search for fmnist-ddpm and fmnist-cm: their Table 1 p = 0.5 rows (fmnist-cm's
+        // default; fmnist-ddpm's is beaten by its p = 0.75 point 7 and is off rate control).
         ("fmnist-ddpm", 8, 2_656_596_326),
         ("fmnist-cm", 9, 2_868_033_417),
         // fmnist-edm at 0.245 bpp (N = 15), searched for the class kept (the classifier's
