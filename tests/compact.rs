@@ -334,6 +334,14 @@ fn shipped_operating_points_are_pinned() {
         // fmnist-edm at 0.245 bpp (N = 15), searched for the class kept (the classifier's
         // likelihood of the true label) rather than PSNR.
         ("fmnist-edm", 12, 2_574_053_312),
+        // The other ladders' gap between 1.1 and 3.1 bpp: Algorithm 1 searched for PSNR at
+        // N = 160 and 240 (mean x_ref, image-only score), as fmnist-edm's points 7 and 8.
+        ("fmnist-ddpm", 9, 1_516_631_744),
+        ("fmnist-ddpm", 10, 3_533_540_674),
+        ("fmnist-cm", 10, 1_151_601_745),
+        ("fmnist-cm", 11, 1_399_158_950),
+        ("fmnist-rf", 11, 3_348_629_012),
+        ("fmnist-rf", 12, 3_444_012_809),
     ];
     let mut got = Vec::new();
     for (name, id, _) in pins {
