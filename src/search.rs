@@ -597,22 +597,24 @@ impl ObjectiveMetric {
     /// classifier objectives need Fashion-MNIST-shaped images and the bundled classifier, the
     /// class likelihood also a label for every image.
     pub fn check(self, data: &Dataset, channels: usize, size: usize) -> Result<()> {
+        // Named as the user typed it (`--objective classifier-nll`), not as the Rust variant.
+        let name = clap::ValueEnum::to_possible_value(&self).map(|v| v.get_name().to_string()).unwrap_or_default();
         if matches!(self, Self::ClassifierFd | Self::ClassifierNll) {
             ensure!(
                 channels == 1 && size <= 32,
-                "the objective {self:?} uses the bundled Fashion-MNIST classifier: it needs 1-channel images up to \
+                "the objective {name} uses the bundled Fashion-MNIST classifier: it needs 1-channel images up to \
                  32 px, the model makes {channels}-channel {size} px images"
             );
             ensure!(
                 crate::eval::default_classifier().is_some(),
-                "the objective {self:?} needs models/classifier/model.safetensors (train it with tools/train/train.py classifier)"
+                "the objective {name} needs models/classifier/model.safetensors (train it with tools/train/train.py classifier)"
             );
         }
         if self == Self::ClassifierNll {
             let unlabelled = data.labels.iter().filter(|l| l.is_none()).count();
             ensure!(
                 unlabelled == 0,
-                "the objective ClassifierNll needs a label for every validation image; {unlabelled} of {} have none \
+                "the objective {name} needs a label for every validation image; {unlabelled} of {} have none \
                  (labelled data: --data fmnist)",
                 data.labels.len()
             );
