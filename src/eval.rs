@@ -20,6 +20,7 @@ use crate::format::TokenFile;
 use crate::metrics::image::ImageU8;
 use crate::metrics::inception::FidInception;
 use crate::metrics::lpips::{Lpips, LpipsNet};
+use crate::metrics::samples::pad_to_classifier;
 use crate::metrics::ssim::pixel_scores;
 use crate::metrics::standin::{classifier_accuracy, classifier_frechet_distance, classifier_scores, ClassifierStandIn};
 use crate::metrics::MetricsError;
@@ -323,16 +324,7 @@ fn classifier_metrics(
     };
     let net = ClassifierStandIn::load(&path)?;
     // The classifier takes 32×32: pad Fashion-MNIST's 28×28 with background, as in training.
-    let pad = |imgs: &[ImageU8]| -> Result<Vec<ImageU8>> {
-        imgs.iter()
-            .map(|i| {
-                let p = (32 - i.h) / 2;
-                let img = Image { channels: 1, height: i.h, width: i.w, data: i.plane(0).to_vec() };
-                let padded = Image::from_model(&img.to_model(p, -1.0), 1, i.h + 2 * p, i.w + 2 * p, 0);
-                to_u8(&padded)
-            })
-            .collect()
-    };
+    let pad = |imgs: &[ImageU8]| imgs.iter().map(pad_to_classifier).collect::<std::result::Result<Vec<_>, _>>();
     let (po, pr) = (pad(orig)?, pad(rec)?);
     let batch = opts.batch.max(1);
     if orig.len() >= 2 {

@@ -201,3 +201,30 @@ fn shipped_operating_points_write_compact_files() {
     assert_eq!(json["container"]["form"], "full", "{json}");
     assert!(text.contains("full header"), "{text}");
 }
+
+#[test]
+fn sample_quality_writes_its_numbers_and_checks_before_sampling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (png, json) = (tmp.path().join("s.png"), tmp.path().join("q.json"));
+    let (png_s, json_s) = (png.display().to_string(), json.display().to_string());
+    let base = ["sample", "-m", "fmnist-cm", "--quiet", "--quality", "--reference", "assets/examples"];
+    // More samples than reference images, and --json without --quality: refused, nothing written.
+    let e = err(&gddcm(&[&base[..], &["-n", "9", "-o", &png_s]].concat()));
+    assert!(e.contains("has 8"), "{e}");
+    let e = err(&gddcm(&["sample", "-m", "fmnist-cm", "-n", "2", "--json", &json_s, "-o", &png_s]));
+    assert!(e.contains("--quality"), "{e}");
+    assert!(!png.exists() && !json.exists());
+
+    let out = ok(&gddcm(&[&base[..], &["-n", "4", "--grid", "4", "-o", &png_s, "--json", &json_s]].concat()));
+    assert!(out.contains("noise-like samples"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let q = &v["quality"];
+    assert_eq!((q["n_samples"].as_u64(), q["n_reference"].as_u64()), (Some(4), Some(8)));
+    let fd = q["classifier_fd"].as_f64().unwrap();
+    assert!(fd.is_finite() && fd > 0.0, "{q}");
+    let hist: u64 = q["predicted_class_histogram"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum();
+    assert_eq!(hist, 4);
+    assert_eq!(v["model"], "fmnist-cm");
+    // The grid: 2×2 samples of 32×32.
+    assert_eq!(image::image_dimensions(&png).unwrap(), (64, 64));
+}

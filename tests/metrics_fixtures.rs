@@ -365,3 +365,43 @@ fn legacy_torch_checkpoints_are_read() {
     let r = WeightFile::open(&path).and_then(|w| w.get("n", &[]));
     assert!(r.is_err());
 }
+
+#[test]
+fn sample_quality_tells_noise_from_garments() {
+    use gddcm::metrics::samples::{pad_to_classifier, sample_quality};
+    use gddcm::metrics::standin::ClassifierStandIn;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let net = ClassifierStandIn::load(root.join("models/classifier/model.safetensors")).unwrap();
+    let real: Vec<ImageU8> = gddcm::data::image_folder(&root.join("assets/examples"), 1, usize::MAX)
+        .unwrap()
+        .images
+        .iter()
+        .map(|i| pad_to_classifier(&ImageU8::from_chw(1, i.height, i.width, i.data.clone()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(real.len(), 8);
+    // The first four real images as "samples": their distance is the floor by definition,
+    // nothing is noise-like, and the classifier sees real garments.
+    let q = sample_quality(&net, &real[..4], &real, 4).unwrap();
+    assert_eq!((q.n_samples, q.n_reference), (4, 8));
+    assert_eq!(q.classifier_fd, q.floor_fd);
+    assert_eq!((q.noise_like, q.noise_like_fraction_reference), (0, 0.0));
+    assert_eq!(q.predicted_class_histogram.iter().sum::<usize>(), 4);
+    // Uniform noise (a fixed LCG): every image is noise-like and far from the garments.
+    let mut state = 12345u64;
+    let noise: Vec<ImageU8> = (0..4)
+        .map(|_| {
+            let data = (0..32 * 32)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (state >> 56) as u8
+                })
+                .collect();
+            ImageU8::from_chw(1, 32, 32, data).unwrap()
+        })
+        .collect();
+    let n = sample_quality(&net, &noise, &real, 4).unwrap();
+    assert_eq!((n.noise_like, n.noise_like_fraction), (4, 1.0));
+    assert!(n.mean_roughness > 3.0 * n.mean_roughness_reference, "{n:?}");
+    assert!(n.classifier_fd > 2.0 * q.classifier_fd, "noise {} vs real {}", n.classifier_fd, q.classifier_fd);
+    assert!(sample_quality(&net, &noise, &real[..3], 4).is_err(), "fewer reference images than samples");
+}

@@ -7,6 +7,8 @@
 //! - [`lpips`]: LPIPS v0.1 with AlexNet or VGG16 trunks.
 //! - [`standin`]: small offline stand-ins (a Fashion-MNIST classifier) for when the
 //!   Inception weights are not available. Their numbers are *not* FID.
+//! - [`samples`]: the quality of a model's own samples (classifier Frechet distance against
+//!   real images, noise-like samples, predicted classes).
 //! - [`weights`]: where the pretrained weight files are looked up, and what to tell users
 //!   when one is missing.
 //! - [`tensors`]: weight files (read by [`crate::nn::TensorStore`]) and the convolution and
@@ -17,6 +19,7 @@ pub mod fid;
 pub mod image;
 pub mod inception;
 pub mod lpips;
+pub mod samples;
 pub mod ssim;
 pub mod standin;
 pub mod tensors;
