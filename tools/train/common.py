@@ -358,11 +358,15 @@ class Trainer:
     continues exactly where the stopped run was.
 
     The checkpoint is ONE file, CKPT_DIR/<name>.safetensors, rewritten atomically every ckpt_minutes, on
-    SIGTERM/SIGINT, on CKPT_DIR/STOP, after stop_minutes and when the last step is done. It holds the training
-    weights, the EMA weights, any extra networks (the CM target) and the Adam moments, all f32, and the state
+    SIGTERM/SIGINT, on CKPT_DIR/STOP, after stop_minutes and when the last step is done. It holds the state
     (step, loss log, wall time, hardware of every segment) as JSON in the safetensors metadata; a copy of that
     JSON is written beside it as <name>.json for people. After the final weights are saved the stage calls
-    remove_checkpoint().
+    remove_checkpoint(). It comes in two forms:
+      * full (the periodic saves, against crashes): training weights, EMA weights, extra networks (the CM
+        target) and the Adam moments, all f32. A resume from it is the uninterrupted run, bit for bit.
+      * compact (a stop on purpose: the file that is committed to carry a run to another machine): training
+        weights and extra networks f32, Adam moments bf16, and the EMA as its difference from the training
+        weights in bf16. tools/train/README.md says what that costs (measured: next to nothing).
     """
 
     def __init__(self, name, model, *, lr, steps, batch, seed, recipe, warmup=500, decay_start=0.6, lr_floor=0.05,
@@ -434,7 +438,7 @@ class Trainer:
         elif self.stop_at_step is not None and self.step >= self.stop_at_step:
             why = f"--stop-at-step {self.stop_at_step}"
         if why:
-            self.save()
+            self.save(compact=True)
             print(f"[{self.name}] stopped at step {self.step}/{self.steps} ({why}); checkpoint {self.path}", flush=True)
             raise Stopped(why)
         if time.time() - self.t_ckpt >= self.ckpt_s:
@@ -481,14 +485,18 @@ class Trainer:
             return float(st["step"])
         return 0
 
-    def save(self):
+    def save(self, compact=False):
         from safetensors.torch import save_file
         t = {}
         for k, v in self.model.state_dict().items():
             t["model." + k] = v
         if self.ema is not None:
+            weights = self.model.state_dict()
             for k, v in self.ema.state_dict().items():
-                t["ema." + k] = v
+                if compact:  # the EMA as its small difference from the training weights, rounded to bf16 below
+                    t["ema_delta." + k] = v - weights[k]
+                else:
+                    t["ema." + k] = v
         for nm, m in self.extra.items():
             for k, v in m.state_dict().items():
                 t[nm + "." + k] = v
@@ -498,14 +506,17 @@ class Trainer:
                 t["adam_m." + names[id(p)]] = st["exp_avg"]
                 t["adam_v." + names[id(p)]] = st["exp_avg_sq"]
         t = {k: v.detach().float().cpu().contiguous() for k, v in t.items()}
-        state = self._state()
+        if compact:
+            t = {k: v.bfloat16() if k.startswith(("adam_", "ema_delta.")) else v for k, v in t.items()}
+        state = dict(self._state(), form="compact" if compact else "full")
         atomic_write(self.path, lambda tmp: save_file(t, tmp, metadata={"gddcm_state": json.dumps(state)}))
         sidecar = dict(state, log=f"{len(self.log)} rows (in the .safetensors metadata)", last=f"{len(self.last)} values",
                        checkpoint_bytes=os.path.getsize(self.path))
         write_json(self.path[:-len(".safetensors")] + ".json", sidecar)
         self.seg["end_step"] = self.step
         self.t_ckpt = time.time()
-        print(f"[{self.name}] checkpoint step {self.step} -> {self.path} ({os.path.getsize(self.path) / 1e6:.1f} MB)", flush=True)
+        print(f"[{self.name}] {state['form']} checkpoint step {self.step} -> {self.path} "
+              f"({os.path.getsize(self.path) / 1e6:.1f} MB)", flush=True)
 
     def load(self):
         from safetensors import safe_open
@@ -522,10 +533,16 @@ class Trainer:
             return {k[len(prefix):]: v.to(DEV) for k, v in t.items() if k.startswith(prefix)}
         self.model.load_state_dict(sub("model."))
         if self.ema is not None:
-            self.ema.load_state_dict(sub("ema."))
+            ema, delta = sub("ema."), sub("ema_delta.")
+            if delta:
+                weights = self.model.state_dict()
+                ema = {k: weights[k] + d.float() for k, d in delta.items()}
+            self.ema.load_state_dict(ema)
         for nm, m in self.extra.items():
             m.load_state_dict(sub(nm + "."))
-        m_, v_ = sub("adam_m."), sub("adam_v.")
+        # compact checkpoints hold the moments in bf16: Adam runs on f32
+        m_ = {k: v.float() for k, v in sub("adam_m.").items()}
+        v_ = {k: v.float() for k, v in sub("adam_v.").items()}
         self.step, self.wall_before = state["step"], state["wall_s"]
         self.acc, self.nacc, self.log, self.last = state["acc"], state["nacc"], state["log"], state["last"]
         self.segments = state["segments"]
@@ -538,7 +555,8 @@ class Trainer:
             # Adam restarts from zero moments (bias correction from its step 1) with an LR re-warmup
             self.rewarm_from = self.step
         print(f"[{self.name}] loaded checkpoint at step {self.step} (wall so far {self.wall_before:.0f}s, "
-              f"Adam moments {'restored' if (m_ and self.moments) else 'reset, re-warmup %d steps' % self.rewarm})", flush=True)
+              f"{state.get('form', 'full')} form, Adam moments "
+              f"{'restored' if (m_ and self.moments) else 'reset, re-warmup %d steps' % self.rewarm})", flush=True)
 
     def remove_checkpoint(self):
         for p in (self.path, self.path[:-len(".safetensors")] + ".json"):
