@@ -173,11 +173,11 @@ impl Judge {
 
 fn print_quality(q: &SampleQuality) {
     println!(
-        "classifier FD (stand-in, not FID) of {} samples against {} test images: {:.2} (real test images, same count: {:.2})",
+        "classifier FD (stand-in, not FID) of {} samples against {} real images: {:.2} (real images, same count: {:.2})",
         q.n_samples, q.n_reference, q.classifier_fd, q.floor_fd
     );
     println!(
-        "noise-like samples: {} ({:.1}%; roughness above {:.2}, which {:.1}% of the test images exceed; mean roughness {:.2}, test images {:.2})",
+        "noise-like samples: {} ({:.1}%; roughness above {:.2}, which {:.1}% of the real images exceed; mean roughness {:.2}, real images {:.2})",
         q.noise_like,
         100.0 * q.noise_like_fraction,
         q.roughness_threshold,
