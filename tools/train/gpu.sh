@@ -3,8 +3,8 @@
 # weights brought back. The CPU recipe (run_resumable.sh) stays the documented default; this is the quick way
 # when a session is lent a GPU. Four steps, the middle one on the device machine:
 #
-#   tools/train/gpu.sh prepare          # here: data and wheels into .gpu/, big tracked files moved aside
-#   device run: command "bash tools/train/gpu.sh run", carry [".gpu"], timeout_s 600
+#   tools/train/gpu.sh prepare          # here: data and wheels into .gpu-train/, big tracked files moved aside
+#   device run: command "bash tools/train/gpu.sh run", carry [".gpu-train"], timeout_s 600
 #   tools/train/gpu.sh restore          # here, at once: the files moved aside come back
 #   tools/train/gpu.sh unpack FILES_AT  # here: the call's files_at -> $GDDCM_TRAIN_OUT (default models-gpu/)
 #
@@ -30,24 +30,24 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 LIMIT=$((64 * 1024 * 1024))
 
-travel_bytes() {  # what the device tool would send: existing tracked and untracked-not-ignored files, plus .gpu
-  { git ls-files -z --cached --others --exclude-standard; find .gpu -type f -print0 2>/dev/null; } |
+travel_bytes() {  # what the device tool would send: existing tracked and untracked-not-ignored files, plus .gpu-train
+  { git ls-files -z --cached --others --exclude-standard; find .gpu-train -type f -print0 2>/dev/null; } |
     while IFS= read -r -d '' f; do if [ -f "$f" ]; then stat -c %s "$f"; fi; done | awk '{s += $1} END {print s + 0}'
 }
 
 prepare() {
   local data=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist} py=${PY:-/work/venv/bin/python}
-  grep -qxF /.gpu/ .git/info/exclude 2>/dev/null || echo /.gpu/ >> .git/info/exclude
+  grep -qxF /.gpu-train/ .git/info/exclude 2>/dev/null || echo /.gpu-train/ >> .git/info/exclude
   grep -qxF /.gpu-aside/ .git/info/exclude 2>/dev/null || echo /.gpu-aside/ >> .git/info/exclude
-  mkdir -p .gpu/fmnist .gpu/whl
+  mkdir -p .gpu-train/fmnist .gpu-train/whl
   for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz; do
     [ -f "$data/$f" ] || { echo "missing $data/$f: apt-get install dataset-fashion-mnist (or set FMNIST_DIR)" >&2; exit 1; }
-    cp -u "$data/$f" .gpu/fmnist/
+    cp -u "$data/$f" .gpu-train/fmnist/
   done
   # The device image has torch, numpy, safetensors, Pillow, huggingface_hub; diffusers and importlib_metadata travel.
-  [ -n "$(ls .gpu/whl/diffusers-*.whl 2>/dev/null)" ] ||
+  [ -n "$(ls .gpu-train/whl/diffusers-*.whl 2>/dev/null)" ] ||
     "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-      --platform manylinux2014_x86_64 -d .gpu/whl diffusers==0.42.1 importlib_metadata==10.2.0
+      --platform manylinux2014_x86_64 -d .gpu-train/whl diffusers==0.42.1 importlib_metadata==10.2.0
   if pgrep -f "tools/train/train.py" >/dev/null; then
     echo "a training runs here: stop it first (touch tools/train/checkpoints/STOP), it writes its compact checkpoint" >&2
     exit 1
@@ -87,11 +87,11 @@ run() {
   : "${OUT:?run is meant for the device machine, where OUT is set (or set it for a smoke test)}"
   local py=${PY:-python3} dev=${GPU_DEVICE:-cuda} minutes=${GPU_MINUTES:-8} work=${GPU_WORK:-/tmp/gddcm-gpu}
   local t0; t0=$(date +%s)
-  if [ -d .gpu/whl ] && [ -n "$(ls .gpu/whl/*.whl 2>/dev/null)" ]; then
-    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$work/site" .gpu/whl/*.whl
+  if [ -d .gpu-train/whl ] && [ -n "$(ls .gpu-train/whl/*.whl 2>/dev/null)" ]; then
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$work/site" .gpu-train/whl/*.whl
     export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
   fi
-  [ -d .gpu/fmnist ] && export FMNIST_DIR=$PWD/.gpu/fmnist
+  [ -d .gpu-train/fmnist ] && export FMNIST_DIR=$PWD/.gpu-train/fmnist
   export GDDCM_TRAIN_OUT=$work/models GDDCM_TRAIN_CKPT=$work/ckpt PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
   mkdir -p "$work/logs"
   local big="--steps 5000 --batch 256 --lr 1e-3 --warmup 200" cm="--steps 2500 --batch 256 --lr 4e-4 --warmup 100"
