@@ -111,7 +111,7 @@ fn run() {
     println!(
         "candle {name}, device={dev:?}, threads={}, ops={}",
         rayon::current_num_threads(),
-        if gddcm::nn::ops::use_candle_ops() { "candle built-in" } else { "gddcm::nn::ops" }
+        if gddcm::nn::kernels::ops::use_candle_ops() { "candle built-in" } else { "gddcm::nn::kernels::ops" }
     );
     let batches: Vec<usize> = std::env::var("GDDCM_BENCH_BATCHES")
         .ok()

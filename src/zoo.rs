@@ -589,7 +589,7 @@ pub fn load(name: &str, weights: Option<&Path>, device: &Device) -> Result<Loade
         Source::Embedded => {
             let e = entry.embedded().context("no embedded copy")?;
             let origin = format!("{} (embedded)", entry.name);
-            let cfg = crate::nn::unet2d::UNet2DConfig::from_json_str(e.config, &origin)?;
+            let cfg = crate::nn::arch::unet2d::UNet2DConfig::from_json_str(e.config, &origin)?;
             let tensors = candle_core::safetensors::load_buffer(e.weights, &Device::Cpu)
                 .with_context(|| format!("the embedded weights of {}", entry.name))?;
             let store = crate::nn::TensorStore::new(origin, tensors)?.on_device(device);
@@ -604,7 +604,7 @@ pub fn load(name: &str, weights: Option<&Path>, device: &Device) -> Result<Loade
         WeightsKind::DiffusersUNet2D => {
             let cfg_path = dir.join(entry.files[0]);
             let wpath = entry.weights_file(&dir);
-            let cfg = crate::nn::unet2d::UNet2DConfig::from_file(&cfg_path)?;
+            let cfg = crate::nn::arch::unet2d::UNet2DConfig::from_file(&cfg_path)?;
             let model = UNet2DModel::load_files(&cfg, &wpath, device)?;
             (Box::new(model), wpath)
         }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use gddcm::family::{Network, Precond};
-use gddcm::nn::checkpoints::{flax_tree_to_store, read_flax_params_ema, read_pth_tensor_list};
+use gddcm::nn::load::checkpoints::{flax_tree_to_store, read_flax_params_ema, read_pth_tensor_list};
 use gddcm::nn::{RfWeights, SongUNet, TensorStore, UNet2DModel};
 
 mod support;

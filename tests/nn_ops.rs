@@ -1,7 +1,7 @@
-//! The custom CPU kernels of `gddcm::nn::ops` against candle's reference ops.
+//! The custom CPU kernels of `gddcm::nn::kernels::ops` against candle's reference ops.
 
 use candle_core::{Device, Tensor};
-use gddcm::nn::ops;
+use gddcm::nn::kernels::ops;
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());

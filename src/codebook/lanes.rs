@@ -193,7 +193,7 @@ fn entry_body(key: [u32; 2], stream: u32, i: u32, j: u32, out: &mut [f32]) {
     }
 }
 
-crate::nn::simd::multiversion!(
+crate::nn::kernels::simd::multiversion!(
     /// Entry `j` of codebook `i` on `stream` into `out`, bit-identical to the scalar
     /// definition, 128 values per pass.
     pub(super) fn entry_into(key: [u32; 2], stream: u32, i: u32, j: u32, out: &mut [f32]) = entry_body
@@ -232,7 +232,7 @@ mod tests {
         }
     }
 
-    crate::nn::simd::multiversion!(
+    crate::nn::kernels::simd::multiversion!(
         fn box_muller_dispatched(wa: &[u32; L], wb: &[u32; L]) -> ([f64; L], [f64; L]) = box_muller_lanes
     );
 

@@ -246,7 +246,7 @@ fn blocked_argmax(entries: Entries, dim: usize, k: u32, residuals: &[&[f32]]) ->
     best.into_iter().map(|(_, j)| if j == u32::MAX { 0 } else { j }).collect()
 }
 
-crate::nn::simd::multiversion!(
+crate::nn::kernels::simd::multiversion!(
     /// A dot product with a fixed summation order (8 partial sums), so that scores are
     /// reproducible run to run and across CPUs.
     pub fn dot(a: &[f32], b: &[f32]) -> f32 = dot_body

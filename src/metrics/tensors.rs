@@ -94,7 +94,7 @@ impl Conv2d {
         Ok(Self { weight, bias, stride, pad })
     }
 
-    /// Applies the convolution to `[B, C, H, W]` (through [`crate::nn::ops::conv2d`], which
+    /// Applies the convolution to `[B, C, H, W]` (through [`crate::nn::kernels::ops::conv2d`], which
     /// pads symmetrically: unequal paddings are applied to the input first).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let bias = match &self.bias {
@@ -102,10 +102,10 @@ impl Conv2d {
             None => Tensor::zeros(self.weight.dim(0)?, DType::F32, self.weight.device())?,
         };
         if self.pad.0 == self.pad.1 {
-            return Ok(crate::nn::ops::conv2d(x, &self.weight, &bias, self.pad.0, self.stride)?);
+            return Ok(crate::nn::kernels::ops::conv2d(x, &self.weight, &bias, self.pad.0, self.stride)?);
         }
         let xp = x.pad_with_zeros(2, self.pad.0, self.pad.0)?.pad_with_zeros(3, self.pad.1, self.pad.1)?;
-        Ok(crate::nn::ops::conv2d(&xp, &self.weight, &bias, 0, self.stride)?)
+        Ok(crate::nn::kernels::ops::conv2d(&xp, &self.weight, &bias, 0, self.stride)?)
     }
 }
 

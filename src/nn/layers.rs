@@ -2,9 +2,9 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::attention::{self, AttentionWeights};
-use super::ops;
-use super::weights::{LoadResult, VarPath, WithFile};
+use super::kernels::attention::{self, AttentionWeights};
+use super::kernels::ops;
+use super::load::weights::{LoadResult, VarPath, WithFile};
 
 /// A 2-D convolution `[O, I, kh, kw]` with optional bias, symmetric zero padding and stride.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ impl GroupNorm {
     pub fn load(vb: &VarPath, c: usize, groups: usize, eps: f64) -> LoadResult<Self> {
         let f = vb.origin().to_string();
         if groups == 0 || !c.is_multiple_of(groups) {
-            return Err(super::weights::LoadError::Config {
+            return Err(super::load::weights::LoadError::Config {
                 file: f,
                 msg: format!("{}: {c} channels not divisible into {groups} groups", vb.key("")),
             });
@@ -123,7 +123,7 @@ impl Linear {
 /// Single- or multi-head self-attention over all `H·W` positions of `[B, C, H, W]`, with
 /// residual connection: `out = (x + proj(attn(norm(x)))) / rescale` (NETWORKS.md §1; diffusers
 /// `Attention` with `residual_connection=True`). On the CPU one fused op of ours
-/// (`nn/attention.rs`), elsewhere candle's ops.
+/// (`nn/kernels/attention.rs`), elsewhere candle's ops.
 ///
 /// q, k, v are stored as one fused `[C, 3C]` matrix in q|k|v block order (EDM's interleaved
 /// `qkv` is de-interleaved at load time).
@@ -192,7 +192,7 @@ impl SelfAttention {
         let kt = part(1)?.transpose(1, 2)?.contiguous()?;
         let v = part(2)?;
         let logits = q.matmul(&kt)?;
-        let wts = super::ops::softmax_last_dim(&logits)?;
+        let wts = super::kernels::ops::softmax_last_dim(&logits)?;
         let a = wts.matmul(&v)?.reshape((b, nh, hw, d))?.permute((0, 2, 1, 3))?.contiguous()?.reshape((b * hw, c))?;
         let o = self.proj.forward(&a)?.reshape((b, hw, c))?.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))?;
         let y = (o + x)?;

@@ -1,12 +1,12 @@
-//! Network architectures and weight loading.
+//! Network architectures and weight loading, by responsibility:
 //!
-//! - [`unet2d`]: diffusers `UNet2DModel` (google/ddpm-* checkpoints) from its `config.json`.
-//! - [`weights`]: weight files (safetensors, PyTorch pickles), strict key/shape checking and
-//!   key maps for checkpoints whose names or layouts differ from the architecture's.
-//! - [`layers`], [`ops`]: shared layers and fused CPU kernels.
-//!
-//! - [`songunet`], [`keymaps`], [`checkpoints`]: EDM `SongUNet`, which also runs RectifiedFlow
-//!   and consistency-model checkpoints through key maps (NETWORKS.md §2–§4).
+//! - [`arch`]: the architectures, one file each: diffusers `UNet2DModel` (google/ddpm-*
+//!   checkpoints and the bundled models) from its `config.json`, and EDM's `SongUNet`, which also
+//!   runs RectifiedFlow and consistency-model checkpoints (NETWORKS.md §2–§4).
+//! - [`load`]: weight files (safetensors, PyTorch pickles, flax trees), strict key/shape checking
+//!   and key maps for checkpoints whose names or layouts differ from the architecture's.
+//! - [`layers`]: the shared layers the architectures are built from.
+//! - [`kernels`]: the fused CPU kernels and ISA dispatch under the layers, and the CUDA/cuDNN ones.
 //!
 //! See `tests/fixtures/NETWORKS.md` for the forward passes these follow.
 //!
@@ -22,24 +22,12 @@
 //! All loaders are strict: a missing tensor, an unused tensor or a wrong shape is a
 //! [`LoadError`] naming the file and the key.
 
-mod attention;
-pub mod checkpoints;
-#[cfg(feature = "cuda")]
-mod cuda_kernels;
-#[cfg(feature = "cudnn")]
-mod cudnn_conv;
-#[cfg(target_arch = "x86_64")]
-mod direct_conv;
-pub mod keymaps;
+pub mod arch;
+pub mod kernels;
 pub mod layers;
-pub mod legacy_pth;
-pub mod ops;
-pub(crate) mod simd;
-pub mod songunet;
-pub mod unet2d;
-pub mod weights;
+pub mod load;
 
-pub use keymaps::{cm_keymap, rf_keymap, rf_param_order};
-pub use songunet::{RfWeights, SongUNet, SongUNetConfig};
-pub use unet2d::{UNet2DConfig, UNet2DModel};
-pub use weights::{KeyMap, LoadError, LoadResult, Rule, TensorStore, VarPath, WeightSource};
+pub use arch::songunet::{RfWeights, SongUNet, SongUNetConfig};
+pub use arch::unet2d::{UNet2DConfig, UNet2DModel};
+pub use load::keymaps::{cm_keymap, rf_keymap, rf_param_order};
+pub use load::weights::{KeyMap, LoadError, LoadResult, Rule, TensorStore, VarPath, WeightSource};

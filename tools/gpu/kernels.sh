@@ -1,11 +1,11 @@
 #!/bin/bash
 # The next device call (issue 6, BENCHMARKS.md), prepared in the fifth session, which lost its
 # GPU before it could run: gddcm's own CUDA paths, off by default until this has passed
-# (planned cuDNN convolutions, src/nn/cudnn_conv.rs, GDDCM_CUDNN_PLANS=1; the GroupNorm kernel,
-# src/nn/cuda_kernels.rs, GDDCM_CUDA_GROUP_NORM=1). SPEC 5 G4 with both on, then the forward
+# (planned cuDNN convolutions, src/nn/kernels/cudnn_conv.rs, GDDCM_CUDNN_PLANS=1; the GroupNorm kernel,
+# src/nn/kernels/cuda_kernels.rs, GDDCM_CUDA_GROUP_NORM=1). SPEC 5 G4 with both on, then the forward
 # with each switched off in turn (same binary), candle's im2col build and PyTorch, in the same
 # call; `gddcm bench` at batch 256. If G4 passes and they are faster, make them the default in
-# src/nn/ops.rs. Needs .gpu from tools/gpu/prepare.sh; writes to $OUT. About 5 minutes.
+# src/nn/kernels/ops.rs. Needs .gpu from tools/gpu/prepare.sh; writes to $OUT. About 5 minutes.
 cd "$(dirname "$0")/../.." || exit 1
 exec > >(tee $OUT/log.txt) 2>&1
 . tools/gpu/setup.sh

@@ -12,11 +12,11 @@ use std::path::Path;
 use candle_core::{DType, Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::checkpoints::{read_flax_params_ema, read_pth_tensor_list};
-use super::keymaps::{cm_keymap, rf_keymap, rf_param_order};
-use super::layers::{Conv2d, GroupNorm, Linear, SelfAttention};
-use super::weights::{LoadError, LoadResult, TensorStore, VarPath, WeightSource, WithFile};
 use crate::family::Network;
+use crate::nn::layers::{Conv2d, GroupNorm, Linear, SelfAttention};
+use crate::nn::load::checkpoints::{read_flax_params_ema, read_pth_tensor_list};
+use crate::nn::load::keymaps::{cm_keymap, rf_keymap, rf_param_order};
+use crate::nn::load::weights::{LoadError, LoadResult, TensorStore, VarPath, WeightSource, WithFile};
 
 /// GroupNorm epsilon of all three code bases (NETWORKS.md §1).
 const GN_EPS: f64 = 1e-6;

@@ -17,9 +17,9 @@ use std::path::Path;
 use candle_core::{DType, Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::layers::{Conv2d, GroupNorm, Linear, SelfAttention};
-use super::weights::{LoadError, LoadResult, TensorStore, VarPath, WeightSource, WithFile};
 use crate::family::Network;
+use crate::nn::layers::{Conv2d, GroupNorm, Linear, SelfAttention};
+use crate::nn::load::weights::{LoadError, LoadResult, TensorStore, VarPath, WeightSource, WithFile};
 
 fn d_true() -> bool {
     true

@@ -1,6 +1,6 @@
 //! Self-attention over `[B, C, H, W]` activations as one CPU op, in their channel-major layout.
 //!
-//! Written the usual way (candle's ops, [`super::layers::SelfAttention`] off the CPU) the block
+//! Written the usual way (candle's ops, [`crate::nn::layers::SelfAttention`] off the CPU) the block
 //! transposes the activations to `[B·HW, C]`, splits and permutes q, k and v per head, and
 //! transposes the result back: five copies of the activations, plus zeroed matmul outputs and
 //! a scaling pass. Kept channel-major, every step is a GEMM whose operands are strided views
@@ -23,7 +23,7 @@ use super::simd;
 
 /// The weights of a self-attention block as host vectors, in PyTorch's `[out, in]` layout.
 #[derive(Debug, Clone)]
-pub(super) struct AttentionWeights {
+pub(in crate::nn) struct AttentionWeights {
     /// q, k and v stacked, `[3C, C]`.
     pub qkv: Vec<f32>,
     /// `[3C]`.
@@ -126,7 +126,7 @@ impl SelfAttentionOp<'_> {
 
 /// `(x + proj(attention(h))) / rescale` on CPU f32 tensors `h`, `x` `[B, C, H, W]`, where `h`
 /// is `x` normalised (or `x` itself for a block without norm).
-pub(super) fn self_attention(
+pub(in crate::nn) fn self_attention(
     h: &Tensor,
     x: &Tensor,
     weights: &AttentionWeights,

@@ -655,7 +655,7 @@ impl CustomOp3 for Conv2dOp<'_> {
 
 /// 2-D convolution (cross-correlation, like PyTorch) of `x [B, I, H, W]` with `w [O, I, kh, kw]`
 /// plus `bias [O]`, zero padding `padding` on every side and stride `stride`. On CPU/f32 this
-/// is the direct AVX-512 kernel (`nn/direct_conv.rs`) where it applies, otherwise im2col +
+/// is the direct AVX-512 kernel (`nn/kernels/direct_conv.rs`) where it applies, otherwise im2col +
 /// one `gemm` call per image (images in parallel when the batch covers the threads);
 /// elsewhere candle's `conv2d`.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {

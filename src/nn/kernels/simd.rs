@@ -44,12 +44,12 @@ macro_rules! multiversion {
                 fn avx2($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
-                match $crate::nn::simd::isa() {
+                match $crate::nn::kernels::simd::isa() {
                     // SAFETY: the CPU has the features these copies are compiled for (checked
                     // by `isa`).
-                    $crate::nn::simd::Isa::Avx512 => unsafe { avx512($($arg),*) },
-                    $crate::nn::simd::Isa::Avx2 => unsafe { avx2($($arg),*) },
-                    $crate::nn::simd::Isa::Baseline => $body($($arg),*),
+                    $crate::nn::kernels::simd::Isa::Avx512 => unsafe { avx512($($arg),*) },
+                    $crate::nn::kernels::simd::Isa::Avx2 => unsafe { avx2($($arg),*) },
+                    $crate::nn::kernels::simd::Isa::Baseline => $body($($arg),*),
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]

@@ -5,8 +5,8 @@
 //! are numbered in the order they run, and each attention block belongs to the ResBlock before
 //! it. The maps are checked against `fixtures/*.songunet_keymap.json` by the tests.
 
-use super::songunet::{plan, BlockShape, PlanItem, SongUNetConfig};
 use super::weights::{KeyMap, LoadError, LoadResult, Rule};
+use crate::nn::arch::songunet::{plan, BlockShape, PlanItem, SongUNetConfig};
 
 /// One RF parameter: name in `NCSNpp.state_dict()` (no `module.` prefix) and torch shape.
 pub type ParamEntry = (String, Vec<usize>);
