@@ -213,6 +213,8 @@ fn sample_quality_writes_its_numbers_and_checks_before_sampling() {
     assert!(e.contains("has 8"), "{e}");
     let e = err(&gddcm(&["sample", "-m", "fmnist-cm", "-n", "2", "--json", &json_s, "-o", &png_s]));
     assert!(e.contains("--quality"), "{e}");
+    let e = err(&gddcm(&[&base[..], &["-n", "1", "-o", &png_s]].concat()));
+    assert!(e.contains("at least 2 samples"), "{e}");
     assert!(!png.exists() && !json.exists());
 
     let out = ok(&gddcm(&[&base[..], &["-n", "4", "--grid", "4", "-o", &png_s, "--json", &json_s]].concat()));

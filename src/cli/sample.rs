@@ -59,6 +59,9 @@ pub fn run(args: SampleArgs) -> Result<()> {
     if n == 0 {
         bail!("-n must be at least 1");
     }
+    if quality && n < 2 {
+        bail!("--quality needs at least 2 samples (-n 2)");
+    }
     if json.is_some() && !quality {
         bail!("--json writes the --quality numbers: add --quality");
     }
@@ -164,9 +167,6 @@ impl Judge {
     }
 
     fn measure(&self, samples: &[ImageU8], batch: usize) -> Result<SampleQuality> {
-        if samples.len() < 2 {
-            bail!("--quality needs at least 2 samples (-n 2)");
-        }
         Ok(sample_quality(&self.net, samples, &self.reference, batch.max(64))?)
     }
 }
