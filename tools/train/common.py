@@ -384,7 +384,7 @@ class Trainer:
         self.ema = copy.deepcopy(model).eval().requires_grad_(False) if ema else None
         self.step, self.wall_before, self.acc, self.nacc = 0, 0.0, 0.0, 0
         self.log, self.last = [], []      # log rows [step, wall_s, mean loss over log_every steps, lr]; last 200 losses
-        self.segments, self.rewarm_from = [], None
+        self.segments, self.rewarm_from, self.length_changes = [], None, []
         os.makedirs(CKPT_DIR, exist_ok=True)
         self.path = os.path.join(CKPT_DIR, name + ".safetensors")
         if resume and os.path.exists(self.path):
@@ -407,13 +407,32 @@ class Trainer:
         return self.wall_before + time.time() - self.t0
 
     def lr_now(self):
-        s = self.step
+        return self.lr_at(self.step, self.steps)
+
+    def lr_at(self, s, steps):
+        """The LR of step s in a schedule of `steps` steps."""
         w = min(1.0, (s + 1) / self.warmup) if self.warmup else 1.0
-        frac = s / self.steps
+        frac = s / steps
         dec = 1.0 if frac < self.decay_start else max(self.lr_floor, (1 - frac) / (1 - self.decay_start))
-        if self.rewarm_from is not None and self.rewarm:
+        if self.rewarm_from is not None and self.rewarm and s >= self.rewarm_from:
             w *= min(1.0, (s - self.rewarm_from + 1) / self.rewarm)
         return self.lr * w * dec
+
+    def _adopt_new_length(self, state):
+        """A checkpoint whose recipe differs from ours only in the number of steps is the same run so far when no
+        step done had a different LR in the new schedule (the EMA and the data order do not depend on the length).
+        Then the run continues under the new length, and the change is recorded."""
+        old, done = state["recipe"], state["step"]
+        if {k for k in set(old) | set(self.recipe) if old.get(k) != self.recipe.get(k)} != {"steps"}:
+            return False
+        if done >= self.steps or any(self.lr_at(s, old["steps"]) != self.lr_at(s, self.steps) for s in range(done)):
+            return False
+        self.length_changes = self.length_changes + [
+            {"at_step": done, "from_steps": old["steps"], "to_steps": self.steps, "from_recipe_id": state["recipe_id"],
+             "note": "same LR at every step done so far, so the same run as if it had started with the new length"}]
+        print(f"[{self.name}] schedule length {old['steps']} -> {self.steps} at step {done}: the LR of every step done "
+              f"so far is the same in both, continuing as recipe {self.rid}", flush=True)
+        return True
 
     def ema_beta(self):
         nimg = self.step * self.batch
@@ -477,6 +496,7 @@ class Trainer:
                 "wall_s": round(self.wall(), 1), "acc": self.acc, "nacc": self.nacc, "log": self.log, "last": self.last,
                 "segments": self.segments + [seg], "adam_moments": self.moments,
                 "adam_step": int(self._adam_step()), "rewarm_from": self.rewarm_from,
+                "length_changes": self.length_changes,
                 "rng": "none to save: every draw of step s comes from a generator seeded by (seed, name, stream, s)",
                 "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -523,11 +543,16 @@ class Trainer:
         with safe_open(self.path, framework="pt") as f:
             state = json.loads(f.metadata()["gddcm_state"])
             t = {k: f.get_tensor(k) for k in f.keys()}
-        if state["recipe_id"] != self.rid:
+        self.rewarm_from, self.length_changes = state.get("rewarm_from"), state.get("length_changes", [])
+        if state["recipe_id"] != self.rid and not self._adopt_new_length(state):
             diff = {k: (state["recipe"].get(k), self.recipe.get(k)) for k in set(state["recipe"]) | set(self.recipe)
                     if state["recipe"].get(k) != self.recipe.get(k)}
+            why = ""
+            if set(diff) == {"steps"}:
+                why = (f" Only the length differs, but a new length is taken over only while every step done had the "
+                       f"same LR in both schedules; this checkpoint is at step {state['step']}.")
             raise SystemExit(f"[{self.name}] checkpoint {self.path} is for another recipe ({state['recipe_id']} != "
-                             f"{self.rid}): {diff}. Use the same arguments, or --fresh to start over.")
+                             f"{self.rid}): {diff}.{why} Use the same arguments, or --fresh to start over.")
 
         def sub(prefix):
             return {k[len(prefix):]: v.to(DEV) for k, v in t.items() if k.startswith(prefix)}
@@ -546,7 +571,6 @@ class Trainer:
         self.step, self.wall_before = state["step"], state["wall_s"]
         self.acc, self.nacc, self.log, self.last = state["acc"], state["nacc"], state["log"], state["last"]
         self.segments = state["segments"]
-        self.rewarm_from = state.get("rewarm_from")
         if m_ and self.moments:
             for k, p in self.model.named_parameters():
                 self.opt.state[p] = {"step": torch.tensor(float(state["adam_step"])), "exp_avg": m_[k].clone(),
@@ -575,7 +599,7 @@ class Trainer:
         segs = self._state()["segments"]
         return {"steps": self.step, "wall_time_s": round(self.wall(), 1), "recipe_id": self.rid,
                 "final_loss_mean_last_200_steps": float(np.mean(self.last)) if self.last else None,
-                "training_segments": segs,
+                "training_segments": segs, **({"schedule_length_changes": self.length_changes} if self.length_changes else {}),
                 "loss_at": {str(r[0]): r[2] for r in self.log if r[0] in
                             sorted({max(self.log_every, (self.steps * k // 10) // self.log_every * self.log_every) for k in range(1, 11)})}}
 

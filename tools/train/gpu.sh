@@ -15,7 +15,8 @@
 # still over the limit; `restore` moves them back (after a crash: `tools/train/gpu.sh restore` again, or
 # `git checkout -- .` for committed files).
 #
-# The GPU recipe (its own recipe ids): the CPU recipe's images seen in 8x larger batches, so 8x fewer steps:
+# The GPU recipe (its own recipe ids): the images seen by the first CPU recipe (40 000 x 32 for edm, ddpm and
+# 1-RF; the CPU defaults are shorter now, see tools/train/README.md) in 8x larger batches, so 8x fewer steps:
 # edm, ddpm and 1-RF 5000 x 256 at lr 1e-3 (warmup 200); reflow 1250 x 256 at 4e-4 on the same 20 000 pairs;
 # cm 2500 x 256 at 4e-4 (warmup 100); the classifier as on the CPU. The classifier goes first, then three
 # chains share the GPU: edm -> cm, ddpm, rf1 -> pairs -> rf. Every stage stops at the deadline (GPU_MINUTES,

@@ -25,10 +25,10 @@ SD = 0.5          # sigma_data
 SMIN, SMAX = 0.002, 80.0
 DEFAULTS = {  # stage: (steps, batch, lr, warmup)
     "classifier": (3500, 128, 1e-3, 100),
-    "edm": (40000, 32, 5e-4, 1000),
-    "ddpm": (40000, 32, 5e-4, 1000),
-    "rf": (40000, 32, 5e-4, 1000),
-    "cm": (20000, 32, 2e-4, 500),
+    "edm": (30000, 32, 5e-4, 1000),
+    "ddpm": (20000, 32, 5e-4, 1000),
+    "rf": (20000, 32, 5e-4, 1000),
+    "cm": (10000, 32, 2e-4, 500),
 }
 EMA_DESC = ("EMA of the training weights with an EDM-style half-life ramp: beta = 0.5^(batch / h), "
             "h = min({hl} images, {ramp} * images seen so far)")
