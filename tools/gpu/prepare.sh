@@ -7,6 +7,9 @@
 #   .gpu/whl/                           diffusers and its two missing needs, for tools/bench_torch.py
 #   .gpu/built_in
 # Usage: [CUDA_WORK=dir] tools/gpu/prepare.sh   (from the checkout; needs pip)
+# The device call then carries [".gpu"]. The tool sends at most 64 MiB of working tree, so at the end every file over
+# 1 MB that the checks do not read (all but models/) is moved to .gpu-aside/: run `tools/device_aside.sh restore`
+# right after the call.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo /.gpu/ >> .git/info/exclude
@@ -28,3 +31,4 @@ for c in fmnist-edm fmnist-cm fmnist-rf fmnist-ddpm fmnist-ddpm-ddcm; do
   target/release/gddcm decode --quiet -o .gpu/g4/$c/cpu .gpu/g4/$c/tok/*.gddcm > /dev/null
 done
 du -sh .gpu
+tools/device_aside.sh aside .gpu 'models/*'

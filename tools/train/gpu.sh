@@ -11,9 +11,9 @@
 # Why the moving aside: the tool sends the working tree and at most 64 MiB of it. The repository's tracked
 # files are over that (test fixtures, result archives, the model weights, the training checkpoint), and the
 # training needs none of them. `prepare` moves every tracked or untracked file over 1 MB except models/classifier
-# (the v1 FD scale) to .gpu-aside/ (git-ignored through .git/info/exclude) and refuses if what would travel is
-# still over the limit; `restore` moves them back (after a crash: `tools/train/gpu.sh restore` again, or
-# `git checkout -- .` for committed files).
+# (the v1 FD scale) to .gpu-aside/ (tools/device_aside.sh) and refuses if what would travel is still over the
+# limit; `restore` moves them back (after a crash: `tools/train/gpu.sh restore` again, or `git checkout -- .` for
+# committed files).
 #
 # The GPU recipe (its own recipe ids): the images seen by the first CPU recipe (40 000 x 32 for edm, ddpm and
 # 1-RF; the CPU defaults are shorter now, see tools/train/README.md) in 8x larger batches, so 8x fewer steps:
@@ -29,17 +29,10 @@
 # tiny step counts (a test of the script, not a recipe).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-LIMIT=$((64 * 1024 * 1024))
-
-travel_bytes() {  # what the device tool would send: existing tracked and untracked-not-ignored files, plus .gpu-train
-  { git ls-files -z --cached --others --exclude-standard; find .gpu-train -type f -print0 2>/dev/null; } |
-    while IFS= read -r -d '' f; do if [ -f "$f" ]; then stat -c %s "$f"; fi; done | awk '{s += $1} END {print s + 0}'
-}
 
 prepare() {
   local data=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist} py=${PY:-/work/venv/bin/python}
   grep -qxF /.gpu-train/ .git/info/exclude 2>/dev/null || echo /.gpu-train/ >> .git/info/exclude
-  grep -qxF /.gpu-aside/ .git/info/exclude 2>/dev/null || echo /.gpu-aside/ >> .git/info/exclude
   mkdir -p .gpu-train/fmnist .gpu-train/whl
   for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz; do
     [ -f "$data/$f" ] || { echo "missing $data/$f: apt-get install dataset-fashion-mnist (or set FMNIST_DIR)" >&2; exit 1; }
@@ -53,35 +46,11 @@ prepare() {
     echo "a training runs here: stop it first (touch tools/train/checkpoints/STOP), it writes its compact checkpoint" >&2
     exit 1
   fi
-  git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
-    [ -f "$f" ] || continue
-    case $f in models/classifier/*) continue ;; esac
-    if [ "$(stat -c %s "$f")" -gt 1000000 ]; then
-      mkdir -p ".gpu-aside/$(dirname "$f")" && mv "$f" ".gpu-aside/$f"
-    fi
-  done
-  local n; n=$(travel_bytes)
-  echo "would travel: $((n / 1048576)) MiB of at most 64 (moved aside: $(find .gpu-aside -type f | wc -l) files; restore with: tools/train/gpu.sh restore)"
-  if [ "$n" -gt "$LIMIT" ]; then
-    echo "still over the device tool's 64 MiB: move more aside or ignore it" >&2
-    exit 1
-  fi
+  tools/device_aside.sh aside .gpu-train 'models/classifier/*'
 }
 
 restore() {
-  [ -d .gpu-aside ] || { echo "nothing to restore"; return; }
-  (cd .gpu-aside && find . -type f -print0) | while IFS= read -r -d '' f; do
-    f=${f#./}
-    mkdir -p "$(dirname "$f")" && mv ".gpu-aside/$f" "$f"
-  done
-  find .gpu-aside -depth -type d -empty -delete
-  if [ -d .gpu-aside ]; then
-    echo "left in .gpu-aside:" >&2; find .gpu-aside -type f >&2; exit 1
-  fi
-  if git status --short | grep '^ D'; then
-    echo "tracked files are still missing (above): git checkout -- FILE brings back the committed ones" >&2; exit 1
-  fi
-  echo "restored"
+  tools/device_aside.sh restore
 }
 
 run() {
