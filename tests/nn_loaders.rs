@@ -29,18 +29,28 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
 
 /// The `w.*` tensors of a fixture, renamed by `f`, written as safetensors into `path`.
 fn rewrite(fixture: &str, path: &std::path::Path, f: impl Fn(&str) -> String) -> TensorStore {
+    rewrite_as(fixture, path, f, |t| t.clone())
+}
+
+/// [`rewrite`], each tensor passed through `conv` (e.g. a dtype change) before it is written.
+fn rewrite_as(
+    fixture: &str,
+    path: &std::path::Path,
+    f: impl Fn(&str) -> String,
+    conv: impl Fn(&Tensor) -> Tensor,
+) -> TensorStore {
     let all = TensorStore::new(fixture, support::tensors(fixture)).unwrap();
     let w = all.sub("w.");
-    let map: HashMap<String, Tensor> = w.keys().map(|k| (f(k), w.raw(k).unwrap().clone())).collect();
+    let map: HashMap<String, Tensor> = w.keys().map(|k| (f(k), conv(w.raw(k).unwrap()))).collect();
     candle_core::safetensors::save(&map, path).unwrap();
     all
 }
 
-#[test]
-fn unet2d_diffusers_directory() {
+/// A diffusers `UNet2DModel` folder of the fixture `name`, its weights passed through `conv`; the
+/// fixture's output for its own input, from the loaded network, and the fixture's expected output.
+fn unet2d_folder_output(name: &str, conv: impl Fn(&Tensor) -> Tensor) -> (Tensor, Tensor) {
     let dir = tempfile::tempdir().unwrap();
-    let name = "unet2d_ddpm_cifar10_small";
-    let all = rewrite(name, &dir.path().join("diffusion_pytorch_model.safetensors"), |k| k.to_string());
+    let all = rewrite_as(name, &dir.path().join("diffusion_pytorch_model.safetensors"), |k| k.to_string(), conv);
     let meta = json(&format!("{name}.json"));
     let mut cfg = meta["constructor_config"].clone();
     cfg["_class_name"] = "UNet2DModel".into();
@@ -49,7 +59,28 @@ fn unet2d_diffusers_directory() {
     let net = UNet2DModel::load(dir.path(), &Device::Cpu).unwrap();
     let t = all.raw("in.timesteps").unwrap().to_dtype(DType::F32).unwrap();
     let y = net.forward(all.raw("in.sample").unwrap(), &t).unwrap();
-    assert!(max_abs(&y, all.raw("out.sample").unwrap()) < 2e-5);
+    (y, all.raw("out.sample").unwrap().clone())
+}
+
+#[test]
+fn unet2d_diffusers_directory() {
+    let (y, want) = unet2d_folder_output("unet2d_ddpm_cifar10_small", |t| t.clone());
+    assert!(max_abs(&y, &want) < 2e-5);
+}
+
+/// The bundled models may ship f16 weights (issue 18): such a folder must compute exactly what
+/// the f32 folder of the same rounded weights computes (the network runs in f32 either way).
+#[test]
+fn unet2d_f16_weights_compute_as_their_f32_rounding() {
+    let name = "unet2d_variant_small";
+    let half = |t: &Tensor| t.to_dtype(DType::F16).unwrap();
+    let (y16, want) = unet2d_folder_output(name, half);
+    let (y32, _) = unet2d_folder_output(name, |t| half(t).to_dtype(DType::F32).unwrap());
+    assert_eq!(max_abs(&y16, &y32), 0.0);
+    // And f16 rounding moves this output by little, but by something (the test sees the f16 file).
+    let err = max_abs(&y16, &want);
+    let scale = max_abs(&want, &want.zeros_like().unwrap());
+    assert!(err > 0.0 && err < 1e-2 * scale, "f16 error {err} against output scale {scale}");
 }
 
 #[test]
