@@ -2,9 +2,10 @@
 on the v1 models; retrained weights need their settings searched again).
 
 Each point is searched again where it stands: same K, N, atoms, p (fixed: the point's name says it), x_ref and
-score region, from the point's own settings as the start, with the objective it was made for (PSNR; the
-"-class" points the classifier's NLL of the true label, on 128 labelled validation images as when they were
-made). One `gddcm search` per point, one profile + trial log per point in OUT, so the job is resumable: a point
+score region, from the point's own settings as the start, with the objective and validation set it was made
+for. Those come from the trial log of the search that made it (the log under results/ whose best settings are
+the point's): PSNR for the ladder rungs, the classifier Frechet distance for each model's first Algorithm 2
+profile (point 0), the classifier's NLL of the true label on 128 images for the "-class" point. One `gddcm search` per point, one profile + trial log per point in OUT, so the job is resumable: a point
 whose profile exists for the same weights is skipped. `assemble` then writes OUT/operating_points.json: the same
 ids, names, rate-control flags and default, with the searched settings, and prints the old settings' score on
 the new weights next to the new best.
@@ -14,8 +15,9 @@ the new weights next to the new best.
     python3 tools/research_ladder.py assemble fmnist-edm --out results/ladder-v2/fmnist-edm
     cp results/ladder-v2/fmnist-edm/operating_points.json models/edm/   # after reading the table
 
-The search budget (--val, --trials, --refine) is the same for every point; the defaults (16 validation images,
-4 random trials around the start and 1 round of coordinate refinement) assume the old settings are a good start.
+The budget (--trials, --refine) is the same for every point; the defaults (4 random trials and 1 round of
+coordinate refinement) assume the old settings are a good start. --val overrides the validation images of all
+but the class-kept points.
 Needs only the gddcm binary (no PyTorch).
 """
 import argparse, hashlib, json, os, subprocess, sys
@@ -65,24 +67,54 @@ def registry(entry):
         return path, json.load(f)
 
 
+# What a setting means when a profile leaves it out.
+IMPLIED = {"x_ref": "zeros", "score_region": "input", "atoms": "single"}
+
+
+def same_settings(point, best):
+    """Whether a search's best settings are the point's: every setting the point states, equal."""
+    def eq(x, y):
+        if isinstance(x, float) or isinstance(y, float):
+            return x is not None and y is not None and abs(x - y) <= 1e-9 * max(1.0, abs(x))
+        return x == y
+    return all(eq(v, best.get(k, IMPLIED.get(k))) for k, v in point.items() if v is not None)
+
+
+def provenance(model, settings):
+    """The search that made a point: the trial log under results/ whose best settings are the point's. Its
+    objective and validation set are the point's purpose (PSNR for most; a perceptual stand-in for the first
+    Algorithm 2 profiles; the class kept for the '-class' points)."""
+    import glob
+    for f in sorted(glob.glob(os.path.join(ROOT, "results", "**", "*.trials.json"), recursive=True)):
+        try:
+            with open(f) as fh:
+                d = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if d.get("model") == model and isinstance(d.get("best"), dict) and same_settings(settings, d["best"]):
+            return os.path.relpath(f, ROOT), d["objective"].replace("_", "-"), d["validation"]["images"]
+    return None, "neg-psnr", 16
+
+
 def plan(entry, reg, a):
-    """One search per point: (id, name, start settings, gddcm search arguments)."""
+    """One search per point: (id, name, start settings, gddcm search arguments, where the point came from)."""
     wanted = None if not a.points else {int(x) for x in a.points.split(",")}
     rows = []
     for p in reg["points"]:
         if wanted is not None and p["id"] not in wanted:
             continue
         s = p["settings"]
-        cls = p["name"].endswith("-class")
-        val = a.class_val if cls else a.val
+        origin, objective, val = provenance(entry["name"], s)
+        if a.val is not None and objective != "classifier-nll":
+            val = a.val
         args = ["-m", entry["name"], "-k", str(s["k"]), "-n", str(s["n"]), "--atoms", s.get("atoms", "single"),
-                "-p", repr(float(s.get("p", 0.0))), "--objective", "classifier-nll" if cls else "neg-psnr",
+                "-p", repr(float(s.get("p", 0.0))), "--objective", objective,
                 "--val", str(val), "--trials", str(a.trials), "--refine", str(a.refine), "--batch", str(a.batch)]
         if float(s.get("p", 0.0)) > 0:
             args.append("--fix-p")
         if a.weights:
             args += ["--weights", a.weights]
-        rows.append((p["id"], p["name"], s, args))
+        rows.append((p["id"], p["name"], s, args, origin))
     missing = wanted - {r[0] for r in rows} if wanted else set()
     if missing:
         raise SystemExit(f"{entry['name']} ships no point(s) {sorted(missing)}; it has {[p['id'] for p in reg['points']]}")
@@ -103,15 +135,16 @@ def done(out, pid, sha):
 
 
 def cmd_plan(entry, reg, a):
-    for pid, name, _, args in plan(entry, reg, a):
-        print(f"point {pid:>2} {name:<28} gddcm search {' '.join(args)} --start point-{pid}.start.json")
+    for pid, name, _, args, origin in plan(entry, reg, a):
+        print(f"point {pid:>2} {name:<28} made by {origin or 'no search log under results/ (PSNR assumed)'}\n"
+              f"         gddcm search {' '.join(args)} --start point-{pid}.start.json")
 
 
 def cmd_run(entry, reg, a):
     rows = plan(entry, reg, a)  # every argument checked before the first search
     sha = sha256(weights_file(entry, a.weights))
     os.makedirs(a.out, exist_ok=True)
-    for pid, name, settings, args in rows:
+    for pid, name, settings, args, _ in rows:
         start, prof, log = paths(a.out, pid)
         if done(a.out, pid, sha):
             print(f"point {pid} ({name}): searched already for these weights, {prof}", flush=True)
@@ -163,8 +196,8 @@ def main():
     p.add_argument("--out", default=None, help="folder of the per-point profiles and logs (default results/ladder-v2/MODEL)")
     p.add_argument("--weights", default=None, help="search these weights (a folder) instead of the installed ones")
     p.add_argument("--points", default=None, help="only these ids, e.g. 1,2,3 (default: every shipped point)")
-    p.add_argument("--val", type=int, default=16, help="validation images of the PSNR points")
-    p.add_argument("--class-val", type=int, default=128, help="validation images of the '-class' points")
+    p.add_argument("--val", type=int, default=None,
+                   help="validation images of every point but the class-kept ones (default: as the point was made)")
     p.add_argument("--trials", type=int, default=4, help="random trials per point")
     p.add_argument("--refine", type=int, default=1, help="rounds of coordinate refinement per point")
     p.add_argument("--batch", type=int, default=16)
