@@ -306,6 +306,11 @@ def recipe_id(recipe):
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def recipe_diff(old, new):
+    """{key: (old value, new value)} for every recipe entry that differs."""
+    return {k: (old.get(k), new.get(k)) for k in set(old) | set(new) if old.get(k) != new.get(k)}
+
+
 def atomic_write(path, write):
     """write(tmp_path) then fsync + rename: a reader (or a resume after a kill) sees the old file or the new one."""
     tmp = path + ".tmp"
@@ -423,7 +428,7 @@ class Trainer:
         step done had a different LR in the new schedule (the EMA and the data order do not depend on the length).
         Then the run continues under the new length, and the change is recorded."""
         old, done = state["recipe"], state["step"]
-        if {k for k in set(old) | set(self.recipe) if old.get(k) != self.recipe.get(k)} != {"steps"}:
+        if set(recipe_diff(old, self.recipe)) != {"steps"}:
             return False
         if done >= self.steps or any(self.lr_at(s, old["steps"]) != self.lr_at(s, self.steps) for s in range(done)):
             return False
@@ -545,8 +550,7 @@ class Trainer:
             t = {k: f.get_tensor(k) for k in f.keys()}
         self.rewarm_from, self.length_changes = state.get("rewarm_from"), state.get("length_changes", [])
         if state["recipe_id"] != self.rid and not self._adopt_new_length(state):
-            diff = {k: (state["recipe"].get(k), self.recipe.get(k)) for k in set(state["recipe"]) | set(self.recipe)
-                    if state["recipe"].get(k) != self.recipe.get(k)}
+            diff = recipe_diff(state["recipe"], self.recipe)
             why = ""
             if set(diff) == {"steps"}:
                 why = (f" Only the length differs, but a new length is taken over only while every step done had the "
