@@ -14,9 +14,9 @@ into the repository's models/ (issue 18). Two commands, run from the checkout:
         not a gddcm model) lands without weights. The classifier lands as models/classifier.
 
 After `install edm`, rebuild gddcm: fmnist-edm is embedded in the binary.
-No PyTorch: safetensors is read and written by hand (f32 <-> f16 through numpy).
+Needs numpy, safetensors and Pillow (the training venv), not PyTorch.
 """
-import argparse, json, os, shutil, struct, subprocess, sys, tempfile
+import argparse, json, os, shutil, subprocess, sys, tempfile
 
 import numpy as np
 
@@ -27,49 +27,16 @@ WEIGHTS = "diffusion_pytorch_model.safetensors"
 MAX_IMAGE_DB, MAX_MEAN_DB = 0.5, 0.05
 
 
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    meta = header.pop("__metadata__", None)
-    dt = {"F32": np.float32, "F16": np.float16, "BF16": None}
-    out = {}
-    for k, v in header.items():
-        if dt.get(v["dtype"]) is None:
-            raise SystemExit(f"{path}: tensor {k} has dtype {v['dtype']}; f32 or f16 expected")
-        a, b = v["data_offsets"]
-        out[k] = np.frombuffer(data[a:b], dtype=dt[v["dtype"]]).reshape(v["shape"])
-    return out, meta
-
-
-def write_safetensors(path, tensors, meta=None):
-    header, blobs, off = {}, [], 0
-    for k in sorted(tensors):
-        t = np.ascontiguousarray(tensors[k])
-        b = t.tobytes()
-        header[k] = {"dtype": {np.float32: "F32", np.float16: "F16"}[t.dtype.type], "shape": list(t.shape),
-                     "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    if meta:
-        header["__metadata__"] = meta
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
-
-
 def f16_copy(src, dst):
-    t, meta = read_safetensors(src)
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+    with safe_open(src, framework="numpy") as f:
+        meta, t = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     big = {k: float(np.abs(v).max()) for k, v in t.items() if v.size and np.abs(v).max() > 65504}
     if big:
         raise SystemExit(f"{src}: weights beyond the f16 range: {big}")
-    write_safetensors(dst, {k: v.astype(np.float16) for k, v in t.items()}, meta)
+    save_file({k: v.astype(np.float16) for k, v in t.items()}, dst + ".tmp", metadata=meta)
+    os.replace(dst + ".tmp", dst)
 
 
 def source(a, name):
